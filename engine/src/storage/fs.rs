@@ -1,0 +1,174 @@
+//! [`FsStorage`]: a real log directory, locked for one process.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Advice as FileAdvice, FallocateFlags};
+use walbuf_recovery::naming::LOCK_FILE_NAME;
+
+use super::{MappedSegment, Storage};
+use crate::error::{Error, Result};
+
+/// A log directory on a real filesystem, exclusively owned by this process through an
+/// advisory lock (`flock`) on its `LOCK` file for as long as the value lives.
+#[derive(Debug)]
+pub struct FsStorage {
+    directory: PathBuf,
+    directory_handle: File,
+    _lock: File,
+}
+
+impl FsStorage {
+    /// Opens (creating if needed) the log directory at `directory` and locks it.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another process (or another open log in this one) holds it;
+    /// [`Error::Io`] if it cannot be created or opened.
+    pub fn open(directory: impl AsRef<Path>) -> Result<Self> {
+        let directory = directory.as_ref().to_path_buf();
+        std::fs::create_dir_all(&directory).map_err(|source| Error::io("create directory", &directory, source))?;
+        let lock_path = directory.join(LOCK_FILE_NAME);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|source| Error::io("open lock file", &lock_path, source))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: directory }),
+            Err(TryLockError::Error(source)) => return Err(Error::io("lock", &lock_path, source)),
+        }
+        let directory_handle =
+            File::open(&directory).map_err(|source| Error::io("open directory", &directory, source))?;
+        Ok(Self {
+            directory,
+            directory_handle,
+            _lock: lock,
+        })
+    }
+
+    /// The directory this storage owns.
+    #[must_use]
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.directory.join(name)
+    }
+}
+
+/// Gives `file` real blocks for `[offset, offset + len)`. `fallocate` fails cleanly with
+/// `ENOSPC`; a filesystem without it gets zeros written instead (never a sparse file, which
+/// would turn a full disk into a SIGBUS on a mapped write).
+fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    match rustix::fs::fallocate(file, FallocateFlags::empty(), offset, len) {
+        Ok(()) => Ok(()),
+        Err(errno) if errno == rustix::io::Errno::OPNOTSUPP || errno == rustix::io::Errno::NOSYS => {
+            write_zeros(file, offset, len)
+        }
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+fn write_zeros(mut file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0_u8; CHUNK];
+    file.seek(SeekFrom::Start(offset))?;
+    let mut left = len;
+    while left > 0 {
+        let step = left.min(CHUNK as u64) as usize;
+        file.write_all(&zeros[..step])?;
+        left -= step as u64;
+    }
+    Ok(())
+}
+
+impl Storage for FsStorage {
+    type Segment = MappedSegment;
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.directory)? {
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn create(&self, name: &str, capacity_bytes: u64) -> io::Result<MappedSegment> {
+        let path = self.path(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let prepared = allocate(&file, 0, capacity_bytes).and_then(|()| file.sync_all());
+        if let Err(error) = prepared {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(error);
+        }
+        MappedSegment::map(file, capacity_bytes, 0)
+    }
+
+    fn open(&self, name: &str, capacity_bytes: u64, resume_offset: u64) -> io::Result<MappedSegment> {
+        let file = OpenOptions::new().read(true).write(true).open(self.path(name))?;
+        let len = file.metadata()?.len();
+        if len < capacity_bytes {
+            allocate(&file, len, capacity_bytes - len)?;
+            file.sync_all()?;
+        }
+        MappedSegment::map(file, capacity_bytes, resume_offset)
+    }
+
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        let mut file = File::open(self.path(name))?;
+        // Without this, readahead builds large page-cache folios over the segment that a later
+        // mapping of it would inherit (see `MappedSegment::map`).
+        let _ = rustix::fs::fadvise(&file, 0, None, FileAdvice::Random);
+        let mut bytes = Vec::with_capacity(file.metadata()?.len() as usize);
+        file.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn erase_tail(&self, name: &str, offset: u64, capacity_bytes: u64) -> io::Result<()> {
+        let file = OpenOptions::new().write(true).open(self.path(name))?;
+        // Dropping the blocks past `offset` and allocating them again leaves zeros, whatever
+        // was there, without writing the whole range.
+        file.set_len(offset)?;
+        allocate(&file, offset, capacity_bytes.saturating_sub(offset))?;
+        file.sync_all()
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let target = self.path(to);
+        if target.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} already exists", target.display()),
+            ));
+        }
+        std::fs::rename(self.path(from), target)
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        std::fs::remove_file(self.path(name))
+    }
+
+    fn sync_directory(&self) -> io::Result<()> {
+        self.directory_handle.sync_all()
+    }
+
+    fn describe(&self, name: &str) -> PathBuf {
+        self.path(name)
+    }
+}

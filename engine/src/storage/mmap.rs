@@ -1,0 +1,117 @@
+//! The memory-mapped segment writer: the only module of walbuf with `unsafe` code.
+//!
+//! Hazards and how each is closed:
+//! * **Aliasing writes.** Threads copy into the mapping concurrently, through `&self`. Every
+//!   write goes to a [`Region`] handed out by this segment's own [`RegionCursor`], which never
+//!   hands out overlapping ranges and whose regions are consumed by the write: no two writes
+//!   touch the same byte, so there is no data race.
+//! * **Reads through the mapping.** There are none: this type never hands out a slice of the
+//!   map; recovery reads files with plain `read`s.
+//! * **Out-of-bounds writes.** A region always lies inside `[0, capacity)` and the map is
+//!   exactly `capacity` bytes long.
+//! * **SIGBUS on a full disk.** The file's blocks are allocated (`fallocate`) before it is
+//!   mapped, so a store into the map never needs new space (see [`super::FsStorage`]).
+//! * **The file changing underneath.** The directory is locked (`flock`) by the owning log; the
+//!   file is never truncated while mapped.
+//! * **Lifetime.** The map lives as long as the `MappedSegment`, which owns it.
+
+use std::fs::File;
+use std::io;
+
+use memmap2::{Advice, MmapOptions, MmapRaw};
+
+use super::{Region, RegionCursor, SegmentFile};
+
+/// Page granularity used to prefault the mapping.
+const PAGE_BYTES: u64 = 4096;
+
+/// A segment file mapped read-write, written only through [`Region`]s.
+#[derive(Debug)]
+pub struct MappedSegment {
+    map: MmapRaw,
+    cursor: RegionCursor,
+    _file: File,
+}
+
+impl MappedSegment {
+    /// Maps `file` (already allocated to `capacity` bytes) for writing from `resume_offset`
+    /// on, and prepares the pages the writer will touch.
+    ///
+    /// The mapping is advised `MADV_RANDOM` before its first fault: on Linux, readahead on a
+    /// file mapping otherwise groups pages into large folios (up to 2 MiB), and each small
+    /// append then dirties a whole folio, turning a 4 KiB sync into a multi-megabyte one.
+    /// Then one byte per page from `resume_offset` on is written (a zero over a zero) so that
+    /// appends never take a major fault, and the whole range is synced once.
+    ///
+    /// # Errors
+    /// Mapping, advising or the initial sync failed.
+    pub fn map(file: File, capacity: u64, resume_offset: u64) -> io::Result<Self> {
+        let len = usize::try_from(capacity)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large to map"))?;
+        let map = MmapOptions::new().len(len).map_raw(&file)?;
+        map.advise(Advice::Random)?;
+        let segment = Self {
+            map,
+            cursor: RegionCursor::new(resume_offset, capacity),
+            _file: file,
+        };
+        segment.prefault(resume_offset);
+        if resume_offset < capacity {
+            segment.sync(resume_offset, capacity - resume_offset)?;
+        }
+        Ok(segment)
+    }
+
+    /// Writes a zero to the (zero) first byte of every page from `from` on.
+    fn prefault(&self, from: u64) {
+        let base = self.map.as_mut_ptr();
+        let mut page = from.next_multiple_of(PAGE_BYTES);
+        while page < self.cursor.capacity() {
+            // SAFETY: `page < capacity == map length`, so the pointer is inside the mapping.
+            // No region at or past `from` has been handed out yet (the cursor starts at
+            // `from` and this runs before the segment is shared), so no other access to this
+            // byte can happen concurrently. The byte is zero (the file's space past the resume
+            // offset was freshly allocated or erased), so writing zero changes no content.
+            unsafe { base.add(page as usize).write_volatile(0) };
+            page += PAGE_BYTES;
+        }
+    }
+}
+
+impl SegmentFile for MappedSegment {
+    fn capacity(&self) -> u64 {
+        self.cursor.capacity()
+    }
+
+    fn reserve(&self, len_bytes: u64) -> Option<Region> {
+        self.cursor.reserve(len_bytes)
+    }
+
+    fn write(&self, region: Region, parts: &[&[u8]]) {
+        let total: usize = parts.iter().map(|part| part.len()).sum();
+        let (offset, _) = self.cursor.check(&region, total);
+        let mut at = offset as usize;
+        for part in parts {
+            // SAFETY: `check` proved the region was handed out by this segment's cursor, which
+            // never hands out overlapping ranges and keeps every range inside the mapping
+            // (`region.end() <= capacity == map length`); the parts add up to exactly the
+            // region's length, so `[at, at + part.len())` stays inside the region. The region
+            // was moved into this call, so no other write can target these bytes, and nothing
+            // reads the mapping. `part` is a separate allocation (never the mapping), so the
+            // ranges do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(part.as_ptr(), self.map.as_mut_ptr().add(at), part.len());
+            }
+            at += part.len();
+        }
+    }
+
+    fn sync(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        if len_bytes == 0 {
+            return Ok(());
+        }
+        let end = offset.saturating_add(len_bytes).min(self.cursor.capacity());
+        let offset = offset.min(end);
+        self.map.flush_range(offset as usize, (end - offset) as usize)
+    }
+}

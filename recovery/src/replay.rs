@@ -1,0 +1,607 @@
+//! The recovery driver: scans every segment in order, decides what each anomaly means under
+//! the chosen [`Mode`], and feeds the records above the applied watermark to a [`Sink`].
+//!
+//! It only reads. What the caller must then do to the files (erase a cut tail, delete
+//! discarded segments) is described in the [`Report`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, HeaderProblem, RecordProblem, Result};
+use crate::format::{DEFAULT_MAX_RECORD_BYTES, Record};
+use crate::naming::sorted_segment_names;
+use crate::scanner::{DurableMark, SegmentScan, scan_segment};
+
+/// How recovery treats anomalies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Mode {
+    /// The default: a torn tail (bytes never made durable) is cut and reported; any damage to
+    /// durable bytes, or missing ops, refuses to open with a typed error.
+    #[default]
+    TolerateTornTail,
+    /// Keep the longest valid prefix of the log and discard everything after the first
+    /// anomaly, reporting exactly what was discarded.
+    PointInTime,
+    /// Any anomaly, a torn tail included, is an error.
+    Strict,
+    /// Operator-only: skip damaged bytes, keep every record that still verifies, and report
+    /// each skip. The resulting op keys may have gaps.
+    Salvage,
+}
+
+impl Mode {
+    /// The name used on the command line.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TolerateTornTail => "tolerate-torn-tail",
+            Self::PointInTime => "point-in-time",
+            Self::Strict => "strict",
+            Self::Salvage => "salvage",
+        }
+    }
+}
+
+/// Where recovery reads segments from: a directory, or a simulated disk in tests.
+pub trait SegmentSource {
+    /// Names of all files in the log directory (non-segment names are ignored).
+    ///
+    /// # Errors
+    /// The directory cannot be listed.
+    fn file_names(&self) -> Result<Vec<String>>;
+
+    /// The whole content of one file, read with plain reads.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    fn read_file(&self, name: &str) -> Result<Vec<u8>>;
+}
+
+/// A [`SegmentSource`] over a real directory.
+#[derive(Debug, Clone)]
+pub struct DirectorySource {
+    path: PathBuf,
+}
+
+impl DirectorySource {
+    /// A source reading the log directory at `path`.
+    #[must_use]
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl SegmentSource for DirectorySource {
+    fn file_names(&self) -> Result<Vec<String>> {
+        let io_error = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.path).map_err(io_error)? {
+            let entry = entry.map_err(io_error)?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn read_file(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.path.join(name);
+        std::fs::read(&path).map_err(|source| Error::Io { path, source })
+    }
+}
+
+/// Receives the records recovery replays, in op-key order.
+pub trait Sink {
+    /// Takes one op record (never a sync mark) whose key is above the watermark.
+    ///
+    /// # Errors
+    /// The record cannot be applied; recovery stops with [`Error::Sink`].
+    fn replay(&mut self, record: &Record<'_>) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl<F> Sink for F
+where
+    F: FnMut(&Record<'_>) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn replay(&mut self, record: &Record<'_>) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self(record)
+    }
+}
+
+/// Recovery settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// How anomalies are treated.
+    pub mode: Mode,
+    /// The highest op key already applied downstream: records at or below it are verified but
+    /// not replayed, and gaps entirely at or below it are harmless.
+    pub watermark: u64,
+    /// Largest frame the scanner accepts.
+    pub max_record_bytes: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            mode: Mode::default(),
+            watermark: 0,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+}
+
+/// One anomaly found during recovery, located by segment file and byte offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Segment file name.
+    pub segment: String,
+    /// Byte offset in that file.
+    pub offset: u64,
+    /// What was found.
+    pub kind: ProblemKind,
+}
+
+/// The kinds of anomaly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// Bytes never made durable at the end of the last segment (`len_bytes` would be cut).
+    TornTail {
+        /// Why the first cut byte is not a record.
+        problem: RecordProblem,
+        /// Bytes from the offset to the last non-zero byte.
+        len_bytes: u64,
+    },
+    /// Damage to durable bytes.
+    Corruption {
+        /// What is wrong.
+        problem: RecordProblem,
+        /// Bytes from the offset to the last non-zero byte of the segment.
+        len_bytes: u64,
+    },
+    /// An unreadable segment header.
+    BadHeader(HeaderProblem),
+    /// Ops are provably missing.
+    MissingOps {
+        /// The op key that should come next.
+        expected: u64,
+        /// The op key found (0 for none).
+        found: u64,
+    },
+    /// Name and header disagree, or segment sequence numbers skip.
+    Inconsistent(&'static str),
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte offset {}: ", self.segment, self.offset)?;
+        match &self.kind {
+            ProblemKind::TornTail { problem, len_bytes } => {
+                write!(f, "torn tail of {len_bytes} bytes (never made durable; cut on open): {problem}")
+            }
+            ProblemKind::Corruption { problem, len_bytes } => {
+                write!(f, "corruption of durable bytes ({len_bytes} bytes to the end of data): {problem}")
+            }
+            ProblemKind::BadHeader(problem) => write!(f, "bad segment header: {problem}"),
+            ProblemKind::MissingOps { expected, found } => {
+                write!(f, "ops missing: expected op key {expected}, found {found}")
+            }
+            ProblemKind::Inconsistent(what) => write!(f, "inconsistent segment: {what}"),
+        }
+    }
+}
+
+/// What recovery found in one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSummary {
+    /// File name.
+    pub name: String,
+    /// Sequence number from the header (0 if the header is unreadable).
+    pub sequence: u64,
+    /// First op key from the header (from the name if the header is unreadable).
+    pub first_op_key: u64,
+    /// Last op key of the valid prefix.
+    pub last_op_key: Option<u64>,
+    /// Op records in the valid prefix.
+    pub records: u64,
+    /// Sync marks in the valid prefix.
+    pub sync_marks: u64,
+    /// End of the valid prefix.
+    pub valid_end: u64,
+    /// The segment's capacity.
+    pub capacity_bytes: u64,
+    /// Size of the file.
+    pub file_len: u64,
+    /// The strongest durability claim in the segment.
+    pub durable_mark: Option<DurableMark>,
+    /// Whether the caller keeps this segment (false: discarded by `PointInTime`).
+    pub kept: bool,
+}
+
+/// What recovery did and what the caller must do to the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The mode used.
+    pub mode: Mode,
+    /// The watermark recovery started from.
+    pub watermark: u64,
+    /// Every segment, in order.
+    pub segments: Vec<SegmentSummary>,
+    /// Op records verified.
+    pub records_scanned: u64,
+    /// Op records handed to the sink.
+    pub records_replayed: u64,
+    /// Every anomaly found (tolerated ones included).
+    pub problems: Vec<Problem>,
+    /// Where the valid log ends: the caller must erase the bytes of this segment from this
+    /// offset on before appending (a torn tail, or the cut of `PointInTime`).
+    pub cut: Option<Cut>,
+    /// Segments the caller must delete (`PointInTime` discards everything after the cut).
+    pub discarded_segments: Vec<String>,
+    /// The last op key of the log kept.
+    pub last_op_key: Option<u64>,
+    /// The next op key to assign: past both the log and the watermark.
+    pub next_op_key: u64,
+    /// Wall time taken.
+    pub elapsed: Duration,
+}
+
+/// A place where the valid log ends and the bytes after it must be erased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// Segment file name.
+    pub segment: String,
+    /// First byte to erase.
+    pub offset: u64,
+    /// Bytes from there to the last non-zero byte.
+    pub len_bytes: u64,
+}
+
+impl Report {
+    /// Bytes cut from the log (torn tail or point-in-time cut).
+    #[must_use]
+    pub fn bytes_cut(&self) -> u64 {
+        self.cut.as_ref().map_or(0, |cut| cut.len_bytes)
+    }
+
+    /// The last segment kept, where appending may continue.
+    #[must_use]
+    pub fn last_kept_segment(&self) -> Option<&SegmentSummary> {
+        self.segments.iter().rev().find(|segment| segment.kept)
+    }
+}
+
+/// Runs recovery over every segment of `source`, feeding records above `options.watermark` to
+/// `sink` in op-key order.
+///
+/// # Errors
+/// I/O, or an anomaly the mode does not tolerate ([`Error::Corruption`], [`Error::BadHeader`],
+/// [`Error::MissingOps`], [`Error::TornTailInStrictMode`], [`Error::Inconsistent`]), or a sink
+/// failure.
+pub fn replay(source: &dyn SegmentSource, options: Options, sink: &mut dyn Sink) -> Result<Report> {
+    let started = Instant::now();
+    let names = sorted_segment_names(source.file_names()?);
+    let mut driver = Driver {
+        options,
+        report: Report {
+            mode: options.mode,
+            watermark: options.watermark,
+            segments: Vec::with_capacity(names.len()),
+            records_scanned: 0,
+            records_replayed: 0,
+            problems: Vec::new(),
+            cut: None,
+            discarded_segments: Vec::new(),
+            last_op_key: None,
+            next_op_key: options.watermark + 1,
+            elapsed: Duration::ZERO,
+        },
+        expected: None,
+        previous_sequence: None,
+        stopped: false,
+    };
+    let count = names.len();
+    for (index, (name_key, name)) in names.into_iter().enumerate() {
+        if driver.stopped {
+            driver.discard(name, name_key);
+            continue;
+        }
+        let bytes = source.read_file(&name)?;
+        driver.segment(&name, name_key, &bytes, index + 1 == count, sink)?;
+    }
+    let log_next = driver.expected.unwrap_or(1);
+    driver.report.next_op_key = log_next.max(options.watermark + 1);
+    driver.report.elapsed = started.elapsed();
+    Ok(driver.report)
+}
+
+struct Driver {
+    options: Options,
+    report: Report,
+    /// The op key the next record must carry (None before the first segment).
+    expected: Option<u64>,
+    previous_sequence: Option<u64>,
+    /// `PointInTime` stopped here: the rest is discarded.
+    stopped: bool,
+}
+
+/// What an anomaly does under the current mode.
+enum Verdict {
+    /// Fail recovery with this error.
+    Fail(Error),
+    /// Keep the prefix, discard the rest of the log.
+    Stop,
+    /// Keep going (tolerated, or salvaged).
+    Continue,
+}
+
+impl Driver {
+    fn segment(
+        &mut self,
+        name: &str,
+        name_key: u64,
+        bytes: &[u8],
+        is_last: bool,
+        sink: &mut dyn Sink,
+    ) -> Result<()> {
+        let scan = match scan_segment(bytes, self.options.max_record_bytes) {
+            Ok(scan) => scan,
+            Err(problem) => {
+                self.report.segments.push(SegmentSummary {
+                    name: name.to_owned(),
+                    sequence: 0,
+                    first_op_key: name_key,
+                    last_op_key: None,
+                    records: 0,
+                    sync_marks: 0,
+                    valid_end: 0,
+                    capacity_bytes: 0,
+                    file_len: bytes.len() as u64,
+                    durable_mark: None,
+                    kept: false,
+                });
+                let error = Error::BadHeader {
+                    segment: name.to_owned(),
+                    problem,
+                };
+                return match self.anomaly(name, 0, ProblemKind::BadHeader(problem), error, false) {
+                    Verdict::Fail(error) => Err(error),
+                    Verdict::Stop => {
+                        self.stop_before_segment(name);
+                        Ok(())
+                    }
+                    Verdict::Continue => Ok(()),
+                };
+            }
+        };
+        self.report.segments.push(summary(name, &scan));
+        let header = scan.header;
+        if header.first_op_key != name_key {
+            let error = Error::Inconsistent {
+                segment: name.to_owned(),
+                problem: "file name and header disagree on the first op key",
+            };
+            let kind = ProblemKind::Inconsistent("file name and header disagree on the first op key");
+            if let Some(verdict) = self.check(name, 0, kind, error) {
+                return verdict;
+            }
+        }
+        if let Some(previous) = self.previous_sequence {
+            if header.sequence != previous + 1 {
+                let error = Error::Inconsistent {
+                    segment: name.to_owned(),
+                    problem: "segment sequence numbers are not consecutive (a segment is missing)",
+                };
+                let kind = ProblemKind::Inconsistent("segment sequence numbers are not consecutive");
+                if let Some(verdict) = self.check(name, 0, kind, error) {
+                    return verdict;
+                }
+            }
+        }
+        self.previous_sequence = Some(header.sequence);
+        // The op keys must continue where the previous segment (or the watermark) ended,
+        // unless the gap lies entirely at or below the watermark.
+        let expected = self.expected.unwrap_or(self.options.watermark + 1);
+        let gap_is_applied = header.first_op_key <= self.options.watermark + 1;
+        let continues = match self.expected {
+            // The oldest segment may start anywhere at or below the first unapplied key.
+            None => gap_is_applied,
+            Some(expected) => header.first_op_key == expected || (header.first_op_key > expected && gap_is_applied),
+        };
+        if !continues {
+            let error = Error::MissingOps {
+                expected,
+                found: header.first_op_key,
+                context: format!("segment {name} starts at op key {}", header.first_op_key),
+            };
+            let kind = ProblemKind::MissingOps {
+                expected,
+                found: header.first_op_key,
+            };
+            if let Some(verdict) = self.check(name, 0, kind, error) {
+                return verdict;
+            }
+        }
+        self.expected = Some(scan.next_op_key());
+        self.report.records_scanned += scan.records.len() as u64;
+        self.feed(&scan.records, sink)?;
+        self.report.last_op_key = scan.last_op_key().or(self.report.last_op_key);
+
+        let Some(damage) = scan.damage else {
+            return Ok(());
+        };
+        let durable = !is_last || scan.damage_below_durable_mark();
+        let kind = if durable {
+            ProblemKind::Corruption {
+                problem: damage.problem,
+                len_bytes: damage.len_bytes(),
+            }
+        } else {
+            ProblemKind::TornTail {
+                problem: damage.problem,
+                len_bytes: damage.len_bytes(),
+            }
+        };
+        let error = if durable {
+            Error::Corruption {
+                segment: name.to_owned(),
+                offset: damage.offset,
+                problem: damage.problem,
+            }
+        } else {
+            Error::TornTailInStrictMode {
+                segment: name.to_owned(),
+                offset: damage.offset,
+                len_bytes: damage.len_bytes(),
+            }
+        };
+        let cut = Cut {
+            segment: name.to_owned(),
+            offset: damage.offset,
+            len_bytes: damage.len_bytes(),
+        };
+        match self.anomaly(name, damage.offset, kind, error, !durable) {
+            Verdict::Fail(error) => return Err(error),
+            Verdict::Stop => {
+                self.report.cut = Some(cut);
+                self.stopped = true;
+                return Ok(());
+            }
+            Verdict::Continue => {}
+        }
+        if self.options.mode == Mode::Salvage && durable {
+            // Keep every record that still verifies after the damage, in key order.
+            let mut beyond: Vec<Record<'_>> = scan
+                .beyond_damage
+                .iter()
+                .filter(|record| record.op_key >= self.expected.unwrap_or(0))
+                .copied()
+                .collect();
+            beyond.sort_by_key(|record| record.op_key);
+            beyond.dedup_by_key(|record| record.op_key);
+            self.report.records_scanned += beyond.len() as u64;
+            self.feed(&beyond, sink)?;
+            if let Some(last) = beyond.last() {
+                self.expected = Some(last.op_key + 1);
+                self.report.last_op_key = Some(last.op_key);
+            }
+        } else {
+            // A tolerated torn tail: the valid prefix is the log; the rest is erased.
+            self.report.cut = Some(cut);
+        }
+        if let (true, Some(mark)) = (is_last && !durable, scan.durable_mark) {
+            // A mark that claims an op key the log no longer has proves ops missing.
+            if mark.op_key >= scan.next_op_key() {
+                let error = Error::MissingOps {
+                    expected: mark.op_key,
+                    found: scan.last_op_key().unwrap_or(0),
+                    context: format!("segment {name}: a sync mark says op key {} was durable", mark.op_key),
+                };
+                let kind = ProblemKind::MissingOps {
+                    expected: mark.op_key,
+                    found: scan.last_op_key().unwrap_or(0),
+                };
+                if let Some(verdict) = self.check(name, damage.offset, kind, error) {
+                    return verdict;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records an anomaly that is never tolerated by default; returns `Some` when the caller
+    /// must return at once.
+    fn check(&mut self, name: &str, offset: u64, kind: ProblemKind, error: Error) -> Option<Result<()>> {
+        match self.anomaly(name, offset, kind, error, false) {
+            Verdict::Fail(error) => Some(Err(error)),
+            Verdict::Stop => {
+                self.stop_before_segment(name);
+                Some(Ok(()))
+            }
+            Verdict::Continue => None,
+        }
+    }
+
+    fn anomaly(&mut self, name: &str, offset: u64, kind: ProblemKind, error: Error, torn_tail: bool) -> Verdict {
+        self.report.problems.push(Problem {
+            segment: name.to_owned(),
+            offset,
+            kind,
+        });
+        match self.options.mode {
+            Mode::Strict => Verdict::Fail(error),
+            Mode::TolerateTornTail if torn_tail => Verdict::Continue,
+            Mode::TolerateTornTail => Verdict::Fail(error),
+            Mode::PointInTime if torn_tail => Verdict::Continue,
+            Mode::PointInTime => Verdict::Stop,
+            Mode::Salvage => Verdict::Continue,
+        }
+    }
+
+    /// `PointInTime` found an anomaly at the start of segment `name`: it and everything after
+    /// it are discarded.
+    fn stop_before_segment(&mut self, name: &str) {
+        self.stopped = true;
+        if let Some(summary) = self.report.segments.last_mut() {
+            if summary.name == name {
+                summary.kept = false;
+            }
+        }
+        if !self.report.discarded_segments.iter().any(|discarded| discarded == name) {
+            self.report.discarded_segments.push(name.to_owned());
+        }
+    }
+
+    fn discard(&mut self, name: String, name_key: u64) {
+        self.report.segments.push(SegmentSummary {
+            name: name.clone(),
+            sequence: 0,
+            first_op_key: name_key,
+            last_op_key: None,
+            records: 0,
+            sync_marks: 0,
+            valid_end: 0,
+            capacity_bytes: 0,
+            file_len: 0,
+            durable_mark: None,
+            kept: false,
+        });
+        self.report.discarded_segments.push(name);
+    }
+
+    fn feed(&mut self, records: &[Record<'_>], sink: &mut dyn Sink) -> Result<()> {
+        for record in records.iter().filter(|record| record.op_key > self.options.watermark) {
+            sink.replay(record).map_err(|source| Error::Sink {
+                op_key: record.op_key,
+                source,
+            })?;
+            self.report.records_replayed += 1;
+        }
+        Ok(())
+    }
+}
+
+fn summary(name: &str, scan: &SegmentScan<'_>) -> SegmentSummary {
+    SegmentSummary {
+        name: name.to_owned(),
+        sequence: scan.header.sequence,
+        first_op_key: scan.header.first_op_key,
+        last_op_key: scan.last_op_key(),
+        records: scan.records.len() as u64,
+        sync_marks: scan.sync_marks,
+        valid_end: scan.valid_end,
+        capacity_bytes: scan.header.capacity_bytes,
+        file_len: scan.file_len,
+        durable_mark: scan.durable_mark,
+        kept: true,
+    }
+}
