@@ -163,7 +163,7 @@ pub fn scan_segment(bytes: &[u8], max_record_bytes: u32) -> Result<SegmentScan<'
                 problem,
                 extent_end: offset + last_nonzero as u64 + 1,
             });
-            scan_beyond_damage(bytes, offset + RECORD_ALIGN, max_record_bytes, &mut scan);
+            scan_beyond_damage(bytes, offset, max_record_bytes, &mut scan);
         }
     }
     Ok(scan)
