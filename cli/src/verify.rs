@@ -1,0 +1,234 @@
+//! `walbuf verify DIR`: a read-only check of a log directory.
+//!
+//! Runs the recovery driver in [`Mode::Salvage`] (which records every anomaly and carries on)
+//! over plain file reads of the directory, with a sink that only counts. It never takes the
+//! directory's lock and never writes: a torn tail is reported, not cut.
+
+use std::fs::{File, TryLockError};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use walbuf_recovery::format::Record;
+use walbuf_recovery::naming::{LOCK_FILE_NAME, sorted_segment_names};
+use walbuf_recovery::{DirectorySource, Mode, Options, ProblemKind, Report, SegmentSource, replay};
+
+use crate::Outcome;
+
+/// Arguments of `walbuf verify`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// The log directory (holding the `<op key>.wal` segment files).
+    pub dir: PathBuf,
+    /// Largest record frame to accept, in bytes (the log's `max_record_bytes`).
+    #[arg(long, default_value_t = walbuf_recovery::format::DEFAULT_MAX_RECORD_BYTES)]
+    pub max_record_bytes: u32,
+}
+
+/// Gaps described one per line; past this many they are only counted.
+const GAPS_DESCRIBED_MAX: usize = 20;
+
+/// Op keys missing between two records that came back (only `Salvage` can produce this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Gap {
+    /// First and last op key missing.
+    missing: (u64, u64),
+    /// The record after the gap: its op key and its byte offset within its segment.
+    next_op_key: u64,
+    next_offset: u64,
+}
+
+/// Counts the records recovery hands over, and the op-key range and gaps they span.
+#[derive(Debug, Default)]
+struct Counter {
+    records: u64,
+    first_op_key: Option<u64>,
+    last_op_key: Option<u64>,
+    /// Op keys skipped between consecutive records.
+    missing_op_keys: u64,
+    /// The first gaps, described.
+    gaps: Vec<Gap>,
+    gap_count: u64,
+    payload_bytes: u64,
+}
+
+impl Counter {
+    fn count(&mut self, record: &Record<'_>) {
+        if let Some(last) = self.last_op_key
+            && record.op_key > last + 1
+        {
+            self.missing_op_keys += record.op_key - last - 1;
+            self.gap_count += 1;
+            if self.gaps.len() < GAPS_DESCRIBED_MAX {
+                self.gaps.push(Gap {
+                    missing: (last + 1, record.op_key - 1),
+                    next_op_key: record.op_key,
+                    next_offset: record.offset,
+                });
+            }
+        }
+        self.first_op_key.get_or_insert(record.op_key);
+        self.last_op_key = Some(record.op_key);
+        self.records += 1;
+        self.payload_bytes += record.payload.len() as u64;
+    }
+}
+
+/// The segment holding `op_key`: the last one whose first op key is not above it.
+fn segment_of(report: &Report, op_key: u64) -> &str {
+    report
+        .segments
+        .iter()
+        .rev()
+        .find(|segment| segment.first_op_key <= op_key)
+        .map_or("?", |segment| segment.name.as_str())
+}
+
+/// Runs `walbuf verify`.
+///
+/// # Errors
+/// The directory cannot be read, or holds no segment files.
+pub fn run(args: &VerifyArgs) -> anyhow::Result<Outcome> {
+    let dir = &args.dir;
+    let metadata =
+        std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if !metadata.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let source = DirectorySource::new(dir);
+    let names = source.file_names()?;
+    if sorted_segment_names(names).is_empty() {
+        bail!(
+            "no segment files (<20-digit op key>.wal) in {}: is this a walbuf log directory?",
+            dir.display()
+        );
+    }
+    if store_is_open(dir)? {
+        eprintln!(
+            "note: the store in {} is open in another process. Verification reads files that may be \
+             changing under it: records being appended can show up as a torn tail.",
+            dir.display()
+        );
+    }
+
+    let mut counter = Counter::default();
+    let mut sink = |record: &Record<'_>| {
+        counter.count(record);
+        Ok(())
+    };
+    let options = Options {
+        mode: Mode::Salvage,
+        watermark: 0,
+        max_record_bytes: args.max_record_bytes,
+    };
+    let report =
+        replay(&source, options, &mut sink).context("verification could not read the log")?;
+    print_report(dir, &report, &counter);
+    Ok(if report.problems.is_empty() {
+        Outcome::Clean
+    } else {
+        Outcome::CheckFailed
+    })
+}
+
+/// Whether another process holds the directory's lock (the store is open). Checked with a
+/// non-blocking *shared* `flock` that is released at once: it conflicts with the writer's
+/// exclusive lock but not with another `verify`. A missing `LOCK` file means nobody has the
+/// store open (and is not created: verify never writes).
+fn store_is_open(dir: &Path) -> anyhow::Result<bool> {
+    let lock_path = dir.join(LOCK_FILE_NAME);
+    let file = match File::open(&lock_path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot open {}", lock_path.display()));
+        }
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            file.unlock()
+                .with_context(|| format!("cannot release the lock on {}", lock_path.display()))?;
+            Ok(false)
+        }
+        Err(TryLockError::WouldBlock) => Ok(true),
+        Err(TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot check the lock on {}", lock_path.display()))
+        }
+    }
+}
+
+fn print_report(dir: &Path, report: &Report, counter: &Counter) {
+    let segments = &report.segments;
+    println!("walbuf verify {}", dir.display());
+    match (segments.first(), segments.last()) {
+        (Some(first), Some(last)) if segments.len() > 1 => {
+            println!(
+                "  segments:  {} ({} .. {})",
+                segments.len(),
+                first.name,
+                last.name
+            );
+        }
+        (Some(only), _) => println!("  segments:  1 ({})", only.name),
+        _ => println!("  segments:  0"),
+    }
+    let range = match (counter.first_op_key, counter.last_op_key) {
+        (Some(first), Some(last)) => format!("op keys {first}..={last}"),
+        _ => "no op keys".to_owned(),
+    };
+    let gaps = if counter.missing_op_keys > 0 {
+        format!(", {} op keys missing in between", counter.missing_op_keys)
+    } else {
+        String::new()
+    };
+    println!(
+        "  records:   {} ({range}{gaps}), {} payload bytes",
+        counter.records, counter.payload_bytes
+    );
+    println!("  scanned in {} ms", report.elapsed.as_millis());
+    if report.problems.is_empty() {
+        println!("clean: no problems found");
+        return;
+    }
+    let torn_tails = report
+        .problems
+        .iter()
+        .filter(|problem| matches!(problem.kind, ProblemKind::TornTail { .. }))
+        .count();
+    println!(
+        "{} problem{} found{}:",
+        report.problems.len(),
+        if report.problems.len() == 1 { "" } else { "s" },
+        if torn_tails == report.problems.len() {
+            " (torn tails only: bytes never made durable, which opening the store cuts)"
+        } else {
+            ""
+        }
+    );
+    for problem in &report.problems {
+        println!("  {problem}");
+    }
+    if counter.gaps.is_empty() {
+        return;
+    }
+    // The report names the first damage of each segment; the gaps locate every later one.
+    println!(
+        "op keys lost ({} in {} gaps; every record that still verifies was kept):",
+        counter.missing_op_keys, counter.gap_count
+    );
+    for gap in &counter.gaps {
+        let (first, last) = gap.missing;
+        println!(
+            "  {}: op keys {first}..={last} missing before byte offset {} (op key {})",
+            segment_of(report, gap.next_op_key),
+            gap.next_offset,
+            gap.next_op_key
+        );
+    }
+    if counter.gap_count > counter.gaps.len() as u64 {
+        println!(
+            "  ... and {} more gaps",
+            counter.gap_count - counter.gaps.len() as u64
+        );
+    }
+}
