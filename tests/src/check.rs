@@ -307,3 +307,12 @@ pub fn seed() -> u64 {
         .and_then(|seed| seed.parse().ok())
         .unwrap_or_else(rand::random)
 }
+
+/// The proptest case count: `PROPTEST_CASES` if set (for longer runs), else `default`.
+#[must_use]
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(default)
+}
