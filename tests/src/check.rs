@@ -125,13 +125,27 @@ impl Ledger {
         acknowledged: &Acknowledged,
         recovered: &[Recovered],
     ) -> Result<(), String> {
+        self.check_above(0, acknowledged, recovered)
+    }
+
+    /// [`Ledger::check`] for a log reopened with `watermark`: keys gapless from
+    /// `watermark + 1`, and only acknowledged records above the watermark are required.
+    ///
+    /// # Errors
+    /// A description of the first violation.
+    pub fn check_above(
+        &self,
+        watermark: u64,
+        acknowledged: &Acknowledged,
+        recovered: &[Recovered],
+    ) -> Result<(), String> {
         let state = self.state.lock();
-        check_gapless(recovered, 1)?;
+        check_gapless(recovered, watermark + 1)?;
         let by_key: BTreeMap<u64, &Recovered> = recovered
             .iter()
             .map(|record| (record.op_key, record))
             .collect();
-        for (op_key, (kind, payload)) in acknowledged {
+        for (op_key, (kind, payload)) in acknowledged.range(watermark + 1..) {
             match by_key.get(op_key) {
                 None => {
                     return Err(format!(
@@ -190,6 +204,7 @@ pub fn check_gapless(recovered: &[Recovered], first: u64) -> Result<(), String> 
 pub struct PowerLossProbe {
     failures: Arc<Mutex<Vec<String>>>,
     images: Arc<std::sync::atomic::AtomicU64>,
+    watermark: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PowerLossProbe {
@@ -209,10 +224,14 @@ impl PowerLossProbe {
         let probe = Self {
             failures: Arc::default(),
             images: Arc::default(),
+            watermark: Arc::default(),
         };
         let (ledger, config, hook_probe) = (ledger.clone(), config.clone(), probe.clone());
         disk.set_hook(move |point, snapshot| {
             let acknowledged = ledger.acknowledged();
+            let watermark = hook_probe
+                .watermark
+                .load(std::sync::atomic::Ordering::SeqCst);
             let mut rng = rand::rngs::StdRng::seed_from_u64(
                 seed ^ point.sequence.wrapping_mul(0x2545_f491_4f6c_dd1d),
             );
@@ -221,7 +240,8 @@ impl PowerLossProbe {
                 hook_probe
                     .images
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if let Err(problem) = check_image(image, &config, &ledger, &acknowledged) {
+                if let Err(problem) = check_image(image, &config, watermark, &ledger, &acknowledged)
+                {
                     hook_probe.fail(format!(
                         "{:?} {:?} of op {} ({:?}), {} acknowledged, power loss {how:?}: {problem}",
                         point.phase,
@@ -234,6 +254,13 @@ impl PowerLossProbe {
             }
         });
         probe
+    }
+
+    /// Reopens images with this watermark from now on (call before retiring segments below
+    /// it: records at or below it count as applied downstream).
+    pub fn set_watermark(&self, watermark: u64) {
+        self.watermark
+            .store(watermark, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn fail(&self, failure: String) {
@@ -276,20 +303,26 @@ impl PowerLossProbe {
     }
 }
 
-/// Reopens `image`, checks what it holds, and appends one more record.
+/// Reopens `image` with `watermark`, checks what it holds against the ledger, and appends
+/// one more record.
 ///
 /// # Errors
 /// The violation found.
 pub fn check_image(
     image: crate::sim::SimStorage,
     config: &Config,
+    watermark: u64,
     ledger: &Ledger,
     acknowledged: &Acknowledged,
 ) -> Result<(), String> {
-    let (log, _report, recovered) = open_collect(image, config.clone(), Options::default())
+    let options = Options {
+        watermark,
+        ..Options::default()
+    };
+    let (log, _report, recovered) = open_collect(image, config.clone(), options)
         .map_err(|error| format!("reopen failed: {error}"))?;
-    ledger.check(acknowledged, &recovered)?;
-    let next = recovered.len() as u64 + 1;
+    ledger.check_above(watermark, acknowledged, &recovered)?;
+    let next = watermark + recovered.len() as u64 + 1;
     match log.append(1, b"after reopen") {
         Ok(key) if key == next => Ok(()),
         Ok(key) => Err(format!(

@@ -90,11 +90,22 @@ pub enum DirectoryLoss {
     /// A random prefix of them reached the disk (a journaling filesystem commits metadata in
     /// order).
     RandomPrefix,
+    /// Each reached the disk or not, independently: all POSIX promises without a directory
+    /// sync.
+    RandomSubset,
 }
 
 impl DirectoryLoss {
+    /// The variants that keep directory operations in order (what ext4 and other
+    /// journaling filesystems do in practice).
+    pub const IN_ORDER: [Self; 3] = [Self::Undone, Self::Kept, Self::RandomPrefix];
     /// Every variant.
-    pub const ALL: [Self; 3] = [Self::Undone, Self::Kept, Self::RandomPrefix];
+    pub const ALL: [Self; 4] = [
+        Self::Undone,
+        Self::Kept,
+        Self::RandomPrefix,
+        Self::RandomSubset,
+    ];
 }
 
 /// How a power loss treats file data and the directory.
@@ -116,10 +127,16 @@ impl PowerLoss {
     /// Every combination of [`SectorLoss`] and [`DirectoryLoss`].
     #[must_use]
     pub fn all() -> Vec<Self> {
+        Self::combinations(&DirectoryLoss::ALL)
+    }
+
+    /// Every [`SectorLoss`] with every directory loss in `directory`.
+    #[must_use]
+    pub fn combinations(directory: &[DirectoryLoss]) -> Vec<Self> {
         SectorLoss::ALL
             .iter()
             .flat_map(|&sectors| {
-                DirectoryLoss::ALL
+                directory
                     .iter()
                     .map(move |&directory| Self { sectors, directory })
             })
@@ -351,6 +368,13 @@ impl DiskState {
                 let kept = rng.random_range(0..=self.pending.len());
                 for op in &self.pending[..kept] {
                     apply(&mut names, op);
+                }
+            }
+            DirectoryLoss::RandomSubset => {
+                for op in &self.pending {
+                    if rng.random_bool(0.5) {
+                        apply(&mut names, op);
+                    }
                 }
             }
         }

@@ -178,7 +178,7 @@ fn clean_close_survives_any_power_loss() {
     for how in PowerLoss::all() {
         for _ in 0..4 {
             let image = disk.power_loss_image(how, &mut rng);
-            if let Err(problem) = check_image(image, &config(), &ledger, &acknowledged) {
+            if let Err(problem) = check_image(image, &config(), 0, &ledger, &acknowledged) {
                 panic!("power loss {how:?} after close (seed {seed}): {problem}");
             }
         }
