@@ -97,12 +97,12 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Outcome> {
     }
     let source = DirectorySource::new(dir);
     let names = source.file_names()?;
-    if sorted_segment_names(names).is_empty() {
+    let Some(&(oldest_first_op_key, _)) = sorted_segment_names(names).first() else {
         bail!(
             "no segment files (<20-digit op key>.wal) in {}: is this a walbuf log directory?",
             dir.display()
         );
-    }
+    };
     if store_is_open(dir)? {
         eprintln!(
             "note: the store in {} is open in another process. Verification reads files that may be \
@@ -116,9 +116,11 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Outcome> {
         counter.count(record);
         Ok(())
     };
+    // Segments whose ops were all applied are deleted (retired), so a log may start at any op
+    // key: the oldest segment sets where it starts, and from there op keys must run gapless.
     let options = Options {
         mode: Mode::Salvage,
-        watermark: 0,
+        watermark: oldest_first_op_key.saturating_sub(1),
         max_record_bytes: args.max_record_bytes,
     };
     let report =

@@ -285,3 +285,50 @@ fn later_damage_in_the_same_segment_is_located_by_the_gap_it_leaves() -> anyhow:
     assert!(stdout.contains("2 op keys missing in between"), "{stdout}");
     Ok(())
 }
+
+#[test]
+fn log_with_retired_segments_is_clean() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_log(dir.path())?;
+    let mut nothing = |_: &Record<'_>| Ok(());
+    let (log, _) = Log::open_dir(dir.path(), config(), &mut nothing)?;
+    ensure!(
+        log.truncate_before(RECORDS / 2)? >= 1,
+        "some segments retired"
+    );
+    log.close()?;
+    drop(log);
+    let oldest = segments(dir.path())?
+        .first()
+        .cloned()
+        .context("a segment")?;
+    let first_key: u64 = oldest.trim_end_matches(".wal").parse()?;
+    ensure!(
+        first_key > 1,
+        "the oldest segment no longer starts at op key 1"
+    );
+
+    let (code, stdout, stderr) = verify(dir.path())?;
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains(&format!("(op keys {first_key}..={RECORDS})")),
+        "{stdout}"
+    );
+    Ok(())
+}
+
+#[test]
+fn missing_middle_segment_is_reported() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_log(dir.path())?;
+    let names = segments(dir.path())?;
+    ensure!(names.len() >= 3, "three segments");
+    std::fs::remove_file(dir.path().join(&names[1]))?;
+    let (code, stdout, _) = verify(dir.path())?;
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{} at byte offset 0: ops missing", names[2])),
+        "{stdout}"
+    );
+    Ok(())
+}
