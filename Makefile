@@ -10,12 +10,12 @@ TRIALS ?= 1000
 TARGET ?= decode_record
 SECONDS ?= 60
 
-.PHONY: help run test lint bench crash fuzz
+.PHONY: help run test lint fmt-check clippy doc bench crash fuzz
 
 help:
 	@echo "make run     walbuf demo: appends per sync policy, reopen, verify, table (ARGS=--quick for a short run)"
 	@echo "make test    the whole test suite (what .ci/run runs after lint)"
-	@echo "make lint    rustfmt --check, clippy -D warnings, rustdoc -D warnings"
+	@echo "make lint    rustfmt --check, clippy -D warnings, rustdoc -D warnings (each alone: fmt-check, clippy, doc)"
 	@echo "make bench   walbuf bench (release build)"
 	@echo "make crash   long process-kill runs: TRIALS=N (filled in by the crash-recovery issue)"
 	@echo "make fuzz    one cargo-fuzz target: TARGET=name SECONDS=n (filled in by the fuzzing issue)"
@@ -35,9 +35,16 @@ test:
 	fi
 	$(CARGO) test --workspace --doc
 
-lint:
+# `make -k lint` runs all three checks even when one fails.
+lint: fmt-check clippy doc
+
+fmt-check:
 	$(CARGO) fmt --all -- --check
+
+clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+doc:
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --workspace --no-deps
 
 bench:
