@@ -349,3 +349,30 @@ pub fn proptest_cases(default: u32) -> u32 {
         .and_then(|cases| cases.parse().ok())
         .unwrap_or(default)
 }
+
+/// Runs `work` on its own thread and returns its result, or panics if it takes longer than
+/// `limit` (a hang: a waiter never woken). A panic of `work` is passed on.
+///
+/// # Panics
+/// On timeout, or if `work` panics.
+pub fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let result = work();
+        let _ = sender.send(());
+        result
+    });
+    match receiver.recv_timeout(limit) {
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what} did not finish within {limit:?}: hung")
+        }
+    }
+}

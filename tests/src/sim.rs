@@ -446,6 +446,8 @@ impl DiskState {
 
 struct Shared {
     state: Mutex<Inner>,
+    /// Microseconds each segment sync takes before it touches the disk (device latency).
+    sync_delay_us: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -577,6 +579,15 @@ impl SimDisk {
     /// [`SimCounters::directory_syncs`]).
     pub fn fail_directory_syncs(&self, fault: SyncFault) {
         self.shared.state.lock().disk.directory_sync_fault = fault;
+    }
+
+    /// Makes every segment sync take `delay` (slept without holding the disk's lock) before
+    /// it takes effect, like a device's write latency; concurrent writes proceed meanwhile.
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.shared
+            .sync_delay_us
+            .store(micros, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Limits the total size of the files in the directory: a `create` that would exceed it
@@ -749,6 +760,7 @@ impl SimStorage {
             disk: SimDisk {
                 shared: Arc::new(Shared {
                     state: Mutex::new(Inner { disk, hook: None }),
+                    sync_delay_us: std::sync::atomic::AtomicU64::new(0),
                 }),
             },
         }
@@ -975,6 +987,13 @@ impl SegmentFile for SimSegment {
     }
 
     fn sync(&self, offset: u64, len_bytes: u64) -> io::Result<()> {
+        let delay_us = self
+            .shared
+            .sync_delay_us
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if delay_us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(delay_us));
+        }
         let mut inner = self.shared.state.lock();
         let what = PersistenceOp::Sync {
             file: inner.disk.name_of(self.inode),
