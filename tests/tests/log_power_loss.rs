@@ -27,6 +27,15 @@ fn config() -> Config {
     }
 }
 
+/// The same with the next segment prepared on a background thread (created, not yet
+/// durable in the directory, at any moment).
+fn config_preparing_ahead() -> Config {
+    Config {
+        prepare_ahead: true,
+        ..config()
+    }
+}
+
 /// Appends `count` records from each of `threads` threads, sizes from `rng`, every `none_every`-th
 /// one (if not 0) under `SyncPolicy::None` (submitted, never acknowledged as durable).
 fn workload<S: walbuf::storage::Storage>(
@@ -65,15 +74,16 @@ fn workload<S: walbuf::storage::Storage>(
     }
 }
 
-fn run(threads: u64, count: u64, none_every: u64) {
+fn run(config: &Config, sector_bytes: u64, threads: u64, count: u64, none_every: u64) {
     let seed = seed();
     eprintln!("seed {seed}");
     let storage = SimStorage::new();
     let disk = storage.disk();
     let ledger = Ledger::new();
-    let (log, _, recovered) = open_collect(storage, config(), Options::default()).expect("open");
+    let (log, _, recovered) =
+        open_collect(storage, config.clone(), Options::default()).expect("open");
     assert!(recovered.is_empty());
-    let probe = PowerLossProbe::install(&disk, &ledger, &config(), PowerLoss::all(), seed);
+    let probe = PowerLossProbe::install(&disk, &ledger, config, PowerLoss::all(), seed);
     let log = Arc::new(log);
     workload(&log, &ledger, threads, count, none_every, seed);
     let stats = log.stats();
@@ -93,17 +103,28 @@ fn run(threads: u64, count: u64, none_every: u64) {
 
 #[test]
 fn one_writer_loses_nothing_acknowledged_at_any_point() {
-    run(1, 100, 0);
+    run(&config(), 4096, 1, 100, 0);
 }
 
 #[test]
 fn concurrent_writers_lose_nothing_acknowledged_at_any_point() {
-    run(4, 20, 0);
+    run(&config(), 4096, 4, 20, 0);
+}
+
+/// 512-byte sectors: unsynced records tear inside themselves, not only between sectors.
+#[test]
+fn small_sectors_lose_nothing_acknowledged_at_any_point() {
+    run(&config(), 512, 3, 30, 4);
+}
+
+#[test]
+fn background_segment_preparation_loses_nothing_acknowledged_at_any_point() {
+    run(&config_preparing_ahead(), 4096, 2, 40, 0);
 }
 
 #[test]
 fn unsynced_appends_between_durable_ones_lose_nothing_acknowledged() {
-    run(3, 24, 3);
+    run(&config(), 4096, 3, 24, 3);
 }
 
 /// A process crash keeps the page cache: the reopened log finds records that were written but
