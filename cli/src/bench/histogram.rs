@@ -76,13 +76,22 @@ impl Histogram {
         self.total
     }
 
+    /// The largest value recorded (0 when empty).
+    pub fn max_ns(&self) -> u64 {
+        self.max_ns
+    }
+
     /// The value at `quantile` (0.0..=1.0) in nanoseconds: the middle of the bucket holding
-    /// that rank, never above the largest value recorded. `None` when empty.
+    /// that rank, never above the largest value recorded (which the top rank returns exactly).
+    /// `None` when empty.
     pub fn quantile_ns(&self, quantile: f64) -> Option<u64> {
         if self.total == 0 {
             return None;
         }
         let rank = ((quantile.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).max(1);
+        if rank >= self.total {
+            return Some(self.max_ns);
+        }
         let mut seen = 0;
         for (index, count) in self.counts.iter().enumerate() {
             seen += count;
@@ -109,13 +118,23 @@ mod tests {
             let index = index_of(value);
             assert!(index < BUCKETS, "{value} -> {index}");
             let (low, width) = bucket_bounds(index);
-            assert!(low <= value, "{value} below bucket {index} [{low}, +{width})");
-            assert!(value - low < width, "{value} above bucket {index} [{low}, +{width})");
+            assert!(
+                low <= value,
+                "{value} below bucket {index} [{low}, +{width})"
+            );
+            assert!(
+                value - low < width,
+                "{value} above bucket {index} [{low}, +{width})"
+            );
         }
         for index in 1..BUCKETS {
             let (low, _) = bucket_bounds(index);
             let (previous_low, previous_width) = bucket_bounds(index - 1);
-            assert_eq!(previous_low + previous_width, low, "gap before bucket {index}");
+            assert_eq!(
+                previous_low + previous_width,
+                low,
+                "gap before bucket {index}"
+            );
         }
     }
 

@@ -1,0 +1,263 @@
+//! Summaries of trials (median and spread) and their output: a markdown table or JSON lines.
+
+use serde::Serialize;
+
+use super::driver::Trial;
+
+/// Median, minimum and maximum of a few numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The median (the mean of the middle two for an even count).
+    pub median: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values`, or `None` if there are none (or any is NaN).
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let mut values: Vec<f64> = values.into_iter().collect();
+        if values.is_empty() || values.iter().any(|value| value.is_nan()) {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let middle = values.len() / 2;
+        let median = if values.len() % 2 == 1 {
+            values[middle]
+        } else {
+            (values[middle - 1] + values[middle]) / 2.0
+        };
+        Some(Self {
+            median,
+            min: values[0],
+            max: values[values.len() - 1],
+        })
+    }
+
+    /// `(max - min) / median`, in percent: how noisy the trials were.
+    pub fn relative_percent(&self) -> f64 {
+        if self.median == 0.0 {
+            return 0.0;
+        }
+        (self.max - self.min) / self.median * 100.0
+    }
+}
+
+/// One output line: a system at a writer count, over all its trials, and its ratio to the
+/// baseline it was alternated with. The field names are the JSON keys (see the module docs of
+/// `bench` for what each means); they are stable.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The group (`log`).
+    pub group: &'static str,
+    /// The stable system name.
+    pub system: &'static str,
+    /// Concurrent writer threads.
+    pub writers: usize,
+    /// Acknowledged operations per second: median over the trials.
+    pub ops_per_s: f64,
+    /// Slowest trial.
+    pub ops_per_s_min: f64,
+    /// Fastest trial.
+    pub ops_per_s_max: f64,
+    /// Ack latency percentiles in microseconds: median over the trials of each trial's value.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// The longest single acknowledgement in µs (median over the trials): shows stalls such as
+    /// a rotation waiting for its segment, which percentiles hide.
+    pub max_us: f64,
+    /// The baseline this row was alternated with (`None` for a baseline's own row).
+    pub baseline: Option<&'static str>,
+    /// The baseline's writer count.
+    pub baseline_writers: Option<usize>,
+    /// Median over the trial pairs of (this trial's ops/s ÷ its paired baseline trial's).
+    pub ratio: Option<f64>,
+    /// Smallest pair ratio.
+    pub ratio_min: Option<f64>,
+    /// Largest pair ratio.
+    pub ratio_max: Option<f64>,
+    /// Data syncs per trial (median).
+    pub syncs: f64,
+    /// Data syncs per second (median).
+    pub syncs_per_s: f64,
+    /// Operations per data sync over all trials (`None` when nothing synced).
+    pub appends_per_sync: Option<f64>,
+    /// KiB the disk wrote per data sync over all trials, from the kernel's sector counter
+    /// (includes segment preparation and anything else writing to the disk); `None` when
+    /// nothing synced or the counter is unreadable.
+    pub disk_kib_per_sync: Option<f64>,
+    /// Trials measured.
+    pub trials: usize,
+}
+
+/// Rounds to `digits` decimals, for readable JSON.
+fn round(value: f64, digits: i32) -> f64 {
+    let scale = 10_f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+impl Row {
+    /// Summarizes `trials` of one system; `ratios` are the per-pair ratios to its baseline.
+    pub fn summarize(
+        group: &'static str,
+        system: &'static str,
+        writers: usize,
+        trials: &[Trial],
+        baseline: Option<(&'static str, usize, &[f64])>,
+    ) -> Option<Self> {
+        let ops = Spread::of(trials.iter().map(Trial::ops_per_s))?;
+        let quantile_us = |quantile: f64| {
+            Spread::of(trials.iter().filter_map(|trial| {
+                trial
+                    .latency
+                    .quantile_ns(quantile)
+                    .map(|ns| ns as f64 / 1000.0)
+            }))
+            .map_or(0.0, |spread| round(spread.median, 2))
+        };
+        let syncs = Spread::of(trials.iter().map(|trial| trial.syncs as f64))?;
+        let syncs_per_s = Spread::of(
+            trials
+                .iter()
+                .map(|trial| trial.syncs as f64 / trial.elapsed.as_secs_f64().max(1e-9)),
+        )?;
+        let total_ops: u64 = trials.iter().map(|trial| trial.ops).sum();
+        let total_syncs: u64 = trials.iter().map(|trial| trial.syncs).sum();
+        let disk_bytes: Option<u64> = trials.iter().map(|trial| trial.disk_bytes_written).sum();
+        let ratios = baseline.and_then(|(_, _, ratios)| Spread::of(ratios.iter().copied()));
+        Some(Self {
+            group,
+            system,
+            writers,
+            ops_per_s: round(ops.median, 0),
+            ops_per_s_min: round(ops.min, 0),
+            ops_per_s_max: round(ops.max, 0),
+            p50_us: quantile_us(0.5),
+            p99_us: quantile_us(0.99),
+            p999_us: quantile_us(0.999),
+            max_us: Spread::of(
+                trials
+                    .iter()
+                    .map(|trial| trial.latency.max_ns() as f64 / 1000.0),
+            )
+            .map_or(0.0, |spread| round(spread.median, 2)),
+            baseline: baseline.map(|(name, _, _)| name),
+            baseline_writers: baseline.map(|(_, writers, _)| writers),
+            ratio: ratios.map(|spread| round(spread.median, 3)),
+            ratio_min: ratios.map(|spread| round(spread.min, 3)),
+            ratio_max: ratios.map(|spread| round(spread.max, 3)),
+            syncs: round(syncs.median, 0),
+            syncs_per_s: round(syncs_per_s.median, 0),
+            appends_per_sync: (total_syncs > 0)
+                .then(|| round(total_ops as f64 / total_syncs as f64, 1)),
+            disk_kib_per_sync: disk_bytes
+                .filter(|_| total_syncs > 0)
+                .map(|bytes| round(bytes as f64 / 1024.0 / total_syncs as f64, 1)),
+            trials: trials.len(),
+        })
+    }
+
+    /// The row as one line of JSON.
+    ///
+    /// # Errors
+    /// Serialization failed (it cannot for this type).
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        Ok(serde_json::to_string(self)?)
+    }
+}
+
+/// `2.31 M`, `61.2 k`, `950`.
+pub fn human_rate(value: f64) -> String {
+    if value >= 1e6 {
+        format!("{:.2} M", value / 1e6)
+    } else if value >= 1e4 {
+        format!("{:.1} k", value / 1e3)
+    } else if value >= 1e3 {
+        format!("{:.2} k", value / 1e3)
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+/// Microseconds with as many decimals as are meaningful.
+fn human_us(value: f64) -> String {
+    if value < 10.0 {
+        format!("{value:.2}")
+    } else if value < 1000.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.0}")
+    }
+}
+
+fn or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "–".to_owned())
+}
+
+/// The rows as a markdown table.
+pub fn markdown_table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| system | writers | ops/s | ops/s min–max | p50 µs | p99 µs | p999 µs | max µs | syncs/s \
+         | appends/sync | disk KiB/sync | baseline | ratio | ratio min–max |\n",
+    );
+    out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|\n");
+    for row in rows {
+        let baseline = match (row.baseline, row.baseline_writers) {
+            (Some(name), Some(writers)) => format!("{name} ×{writers}"),
+            _ => "(baseline)".to_owned(),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {}–{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            row.system,
+            row.writers,
+            human_rate(row.ops_per_s),
+            human_rate(row.ops_per_s_min),
+            human_rate(row.ops_per_s_max),
+            human_us(row.p50_us),
+            human_us(row.p99_us),
+            human_us(row.p999_us),
+            human_us(row.max_us),
+            human_rate(row.syncs_per_s),
+            or_dash(row.appends_per_sync.map(|value| format!("{value:.1}"))),
+            or_dash(row.disk_kib_per_sync.map(|value| format!("{value:.1}"))),
+            baseline,
+            or_dash(row.ratio.map(|value| format!("{value:.2}×"))),
+            or_dash(
+                row.ratio_min
+                    .zip(row.ratio_max)
+                    .map(|(min, max)| format!("{min:.2}–{max:.2}"))
+            ),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_takes_the_middle() {
+        let odd = Spread::of([3.0, 1.0, 2.0]).expect("values");
+        assert_eq!((odd.median, odd.min, odd.max), (2.0, 1.0, 3.0));
+        let even = Spread::of([4.0, 1.0, 2.0, 3.0]).expect("values");
+        assert_eq!(even.median, 2.5);
+        assert_eq!(Spread::of([]), None);
+        assert_eq!(Spread::of([1.0, f64::NAN]), None);
+        assert!((odd.relative_percent() - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rates_read_naturally() {
+        assert_eq!(human_rate(2_310_000.0), "2.31 M");
+        assert_eq!(human_rate(61_234.0), "61.2 k");
+        assert_eq!(human_rate(9_876.0), "9.88 k");
+        assert_eq!(human_rate(950.0), "950");
+    }
+}
