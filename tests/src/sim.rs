@@ -1083,6 +1083,39 @@ mod tests {
     }
 
     #[test]
+    fn unordered_directory_loss_keeps_any_subset() {
+        let storage = SimStorage::new();
+        let disk = storage.disk();
+        for name in ["a", "b", "c"] {
+            let _file = storage.create(name, 8).expect("create");
+        }
+        storage.sync_directory().expect("dir sync");
+        storage.remove("a").expect("remove");
+        storage.remove("b").expect("remove");
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut outcomes = std::collections::BTreeSet::new();
+        let mut prefixes = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let subset = PowerLoss {
+                sectors: SectorLoss::DropUnsynced,
+                directory: DirectoryLoss::RandomSubset,
+            };
+            outcomes.insert(disk.power_loss_image(subset, &mut rng).disk().file_names());
+            let prefix = PowerLoss {
+                directory: DirectoryLoss::RandomPrefix,
+                ..subset
+            };
+            prefixes.insert(disk.power_loss_image(prefix, &mut rng).disk().file_names());
+        }
+        assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+        assert_eq!(
+            prefixes.len(),
+            3,
+            "a prefix never removes b without a: {prefixes:?}"
+        );
+    }
+
+    #[test]
     fn sector_losses_only_touch_dirty_sectors() {
         let storage = SimStorage::with_sector_bytes(8);
         let disk = storage.disk();

@@ -77,7 +77,7 @@ fn workload<S: walbuf::storage::Storage>(
 fn run(config: &Config, sector_bytes: u64, threads: u64, count: u64, none_every: u64) {
     let seed = seed();
     eprintln!("seed {seed}");
-    let storage = SimStorage::new();
+    let storage = SimStorage::with_sector_bytes(sector_bytes);
     let disk = storage.disk();
     let ledger = Ledger::new();
     let (log, _, recovered) =
