@@ -196,7 +196,7 @@ pub fn check_gapless(recovered: &[Recovered], first: u64) -> Result<(), String> 
 }
 
 /// Checks, at every persistence point of a simulated disk, that a power cut there would lose
-/// nothing acknowledged: installed on a [`SimDisk`] as its hook, it builds the power-loss
+/// nothing acknowledged: installed on a [`SimDisk`](crate::sim::SimDisk) as its hook, it builds the power-loss
 /// images of that moment, reopens each, checks it against the [`Ledger`] (as it stood at that
 /// moment) and appends one more record to it. Violations are collected, never panicked on
 /// (the hook runs on the log's own threads).
