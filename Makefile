@@ -10,7 +10,7 @@ TRIALS ?= 1000
 TARGET ?= decode_record
 SECONDS ?= 60
 
-.PHONY: help run test lint fmt-check clippy doc bench crash fuzz
+.PHONY: help run test test-targets test-doc lint fmt-check clippy doc bench crash fuzz
 
 help:
 	@echo "make run     walbuf demo: appends per sync policy, reopen, verify, table (ARGS=--quick for a short run)"
@@ -24,7 +24,10 @@ run:
 	$(CARGO) run --release -p walbuf-cli -- demo $(ARGS)
 
 # nextest runs every target's tests in parallel processes but skips doctests: run those too.
-test:
+# `make -k test` runs the doctests even when a test failed.
+test: test-targets test-doc
+
+test-targets:
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "$(CARGO) nextest run --workspace --all-targets --no-fail-fast"; \
 		$(CARGO) nextest run --workspace --all-targets --no-fail-fast; \
@@ -33,6 +36,8 @@ test:
 		echo "$(CARGO) test --workspace --all-targets --no-fail-fast"; \
 		$(CARGO) test --workspace --all-targets --no-fail-fast; \
 	fi
+
+test-doc:
 	$(CARGO) test --workspace --doc
 
 # `make -k lint` runs all three checks even when one fails.
