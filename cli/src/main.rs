@@ -61,7 +61,9 @@ enum Command {
     /// op key. Prints a summary and one line per problem (segment file and byte offset).
     #[command(after_help = EXIT_CODES_HELP)]
     Verify(verify::VerifyArgs),
-    /// Measure append throughput per sync policy and thread count.
+    /// Measure append throughput and latency per sync policy and writer count, beside
+    /// baselines run alternately in the same session (fdatasync per append, memcpy + CRC32),
+    /// reported as ratios.
     #[command(after_help = EXIT_CODES_HELP)]
     Bench(bench::BenchArgs),
 }
