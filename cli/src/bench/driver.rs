@@ -26,6 +26,8 @@ pub struct Trial {
     pub latency: Histogram,
     /// Data syncs the system performed during the run (0 if it never syncs).
     pub syncs: u64,
+    /// Segment rotations during the run (`None` for systems without segments).
+    pub rotations: Option<u64>,
     /// Bytes the disk holding the files wrote during the run (from the kernel's sector
     /// counter, so it includes other writers on the same disk), if the counter is readable.
     pub disk_bytes_written: Option<u64>,
@@ -41,7 +43,7 @@ impl Trial {
 /// Runs `writers` threads for `duration`. Each thread first builds its operation with
 /// `make_op(thread_index)` (untimed), then all start together and call it in a loop until the
 /// time is up. Returns operations, elapsed time and the merged latency histogram
-/// (`syncs` and `disk_bytes_written` are left for the caller to fill in).
+/// (`syncs`, `rotations` and `disk_bytes_written` are left for the caller to fill in).
 ///
 /// # Errors
 /// The first error of any thread (building its operation or running it).
@@ -94,6 +96,7 @@ where
         elapsed: Duration::ZERO,
         latency: Histogram::default(),
         syncs: 0,
+        rotations: None,
         disk_bytes_written: None,
     };
     for outcome in outcomes {

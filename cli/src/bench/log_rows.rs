@@ -71,6 +71,7 @@ pub fn trial(
     drop(log);
     remove_tree(&directory)?;
     trial.syncs = after.syncs - before.syncs;
+    trial.rotations = Some(after.rotations - before.rotations);
     trial.disk_bytes_written = disk_before
         .zip(disk_after)
         .map(|(before, after)| after.saturating_sub(before));

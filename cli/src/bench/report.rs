@@ -85,6 +85,8 @@ pub struct Row {
     pub syncs: f64,
     /// Data syncs per second (median).
     pub syncs_per_s: f64,
+    /// Segment rotations per trial (median); `None` for systems without segments.
+    pub rotations: Option<f64>,
     /// Operations per data sync over all trials (`None` when nothing synced).
     pub appends_per_sync: Option<f64>,
     /// KiB the disk wrote per data sync over all trials, from the kernel's sector counter
@@ -153,6 +155,12 @@ impl Row {
             ratio_max: ratios.map(|spread| round(spread.max, 3)),
             syncs: round(syncs.median, 0),
             syncs_per_s: round(syncs_per_s.median, 0),
+            rotations: Spread::of(
+                trials
+                    .iter()
+                    .filter_map(|trial| trial.rotations.map(|rotations| rotations as f64)),
+            )
+            .map(|spread| round(spread.median, 1)),
             appends_per_sync: (total_syncs > 0)
                 .then(|| round(total_ops as f64 / total_syncs as f64, 1)),
             disk_kib_per_sync: disk_bytes
@@ -204,16 +212,16 @@ pub fn markdown_table(rows: &[Row]) -> String {
     let mut out = String::new();
     out.push_str(
         "| system | writers | ops/s | ops/s min–max | p50 µs | p99 µs | p999 µs | max µs | syncs/s \
-         | appends/sync | disk KiB/sync | baseline | ratio | ratio min–max |\n",
+         | rotations | appends/sync | disk KiB/sync | baseline | ratio | ratio min–max |\n",
     );
-    out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|\n");
+    out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|\n");
     for row in rows {
         let baseline = match (row.baseline, row.baseline_writers) {
             (Some(name), Some(writers)) => format!("{name} ×{writers}"),
             _ => "(baseline)".to_owned(),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {}–{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {}–{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             row.system,
             row.writers,
             human_rate(row.ops_per_s),
@@ -224,6 +232,7 @@ pub fn markdown_table(rows: &[Row]) -> String {
             human_us(row.p999_us),
             human_us(row.max_us),
             human_rate(row.syncs_per_s),
+            or_dash(row.rotations.map(|value| format!("{value:.0}"))),
             or_dash(row.appends_per_sync.map(|value| format!("{value:.1}"))),
             or_dash(row.disk_kib_per_sync.map(|value| format!("{value:.1}"))),
             baseline,
