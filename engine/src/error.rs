@@ -73,7 +73,11 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error with the operation and path; `ENOSPC` becomes [`Error::DiskFull`]
     /// when `len_bytes` is known.
-    pub(crate) fn io(operation: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl AsRef<Path>,
+        source: std::io::Error,
+    ) -> Self {
         Self::Io {
             operation,
             path: path.as_ref().to_path_buf(),
@@ -82,7 +86,11 @@ impl Error {
     }
 
     /// Like [`Error::io`], but an out-of-space error becomes [`Error::DiskFull`].
-    pub(crate) fn allocation(path: impl AsRef<Path>, len_bytes: u64, source: std::io::Error) -> Self {
+    pub(crate) fn allocation(
+        path: impl AsRef<Path>,
+        len_bytes: u64,
+        source: std::io::Error,
+    ) -> Self {
         if source.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
             || source.kind() == std::io::ErrorKind::StorageFull
         {

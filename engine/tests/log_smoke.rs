@@ -27,7 +27,11 @@ fn small_config(policy: SyncPolicy) -> Config {
 
 #[test]
 fn concurrent_appends_rotate_and_come_back_gapless() {
-    for policy in [SyncPolicy::Sync, SyncPolicy::Periodic { interval_ms: 5 }, SyncPolicy::None] {
+    for policy in [
+        SyncPolicy::Sync,
+        SyncPolicy::Periodic { interval_ms: 5 },
+        SyncPolicy::None,
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let (log, records) = collect(dir.path(), small_config(policy));
         assert!(records.is_empty());
@@ -46,8 +50,10 @@ fn concurrent_appends_rotate_and_come_back_gapless() {
                 })
             })
             .collect();
-        let mut acknowledged: Vec<(u64, Vec<u8>)> =
-            threads.into_iter().flat_map(|thread| thread.join().expect("thread")).collect();
+        let mut acknowledged: Vec<(u64, Vec<u8>)> = threads
+            .into_iter()
+            .flat_map(|thread| thread.join().expect("thread"))
+            .collect();
         acknowledged.sort();
         let stats = log.stats();
         assert!(stats.rotations > 5, "{stats:?}");
@@ -58,7 +64,12 @@ fn concurrent_appends_rotate_and_come_back_gapless() {
         drop(log);
         let (_log, recovered) = collect(dir.path(), small_config(policy));
         assert_eq!(recovered, acknowledged);
-        assert!(recovered.iter().enumerate().all(|(i, (key, _))| *key == i as u64 + 1));
+        assert!(
+            recovered
+                .iter()
+                .enumerate()
+                .all(|(i, (key, _))| *key == i as u64 + 1)
+        );
     }
 }
 
@@ -67,6 +78,7 @@ fn second_opener_is_locked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_log, _) = collect(dir.path(), small_config(SyncPolicy::Sync));
     let mut sink = |_: &Record<'_>| Ok(());
-    let error = Log::open_dir(dir.path(), small_config(SyncPolicy::Sync), &mut sink).expect_err("locked");
+    let error =
+        Log::open_dir(dir.path(), small_config(SyncPolicy::Sync), &mut sink).expect_err("locked");
     assert!(matches!(error, Error::Locked { .. }), "{error}");
 }

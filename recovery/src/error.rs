@@ -59,7 +59,9 @@ pub enum RecordProblem {
         max_bytes: u32,
     },
     /// The record runs past the end of the file.
-    #[error("record of {frame_len} bytes runs past the end of the file ({available_bytes} bytes left)")]
+    #[error(
+        "record of {frame_len} bytes runs past the end of the file ({available_bytes} bytes left)"
+    )]
     Truncated {
         /// The length field (0 when not even the header fits).
         frame_len: u32,
@@ -129,7 +131,9 @@ pub enum Error {
         problem: RecordProblem,
     },
     /// `Strict` mode found a torn tail (it tolerates nothing).
-    #[error("segment {segment}: torn tail at byte offset {offset} ({len_bytes} bytes) in strict mode")]
+    #[error(
+        "segment {segment}: torn tail at byte offset {offset} ({len_bytes} bytes) in strict mode"
+    )]
     TornTailInStrictMode {
         /// Segment file name.
         segment: String,

@@ -151,7 +151,7 @@ impl SegmentHeader {
             });
         }
         if header.capacity_bytes < SEGMENT_HEADER_LEN + MIN_FRAME_LEN
-            || header.capacity_bytes % RECORD_ALIGN != 0
+            || !header.capacity_bytes.is_multiple_of(RECORD_ALIGN)
         {
             return Err(HeaderProblem::BadField {
                 field: "capacity_bytes",
@@ -191,11 +191,7 @@ impl Record<'_> {
     #[must_use]
     pub fn sync_mark_offset(&self) -> Option<u64> {
         match self.kind {
-            RecordKind::SyncMark => self
-                .payload
-                .try_into()
-                .ok()
-                .map(u64::from_le_bytes),
+            RecordKind::SyncMark => self.payload.try_into().ok().map(u64::from_le_bytes),
             RecordKind::Op(_) => None,
         }
     }
@@ -312,7 +308,8 @@ pub fn decode_record(
     if header[5..8] != [0; 3] || frame[frame_len as usize..].iter().any(|&byte| byte != 0) {
         return Err(RecordProblem::NonZeroPadding);
     }
-    let kind = RecordKind::from_byte(header[4]).ok_or(RecordProblem::UnknownKind { kind: header[4] })?;
+    let kind =
+        RecordKind::from_byte(header[4]).ok_or(RecordProblem::UnknownKind { kind: header[4] })?;
     if kind == RecordKind::SyncMark && payload.len() != SYNC_MARK_PAYLOAD_LEN {
         return Err(RecordProblem::BadSyncMark);
     }

@@ -2,7 +2,7 @@
 //!
 //! The on-disk contract of the walbuf log: the byte format of segment headers and records,
 //! their checksums, segment file naming, the scanner that finds a segment's valid prefix and
-//! tells a torn tail from corruption, the recovery [`Mode`]s, and the [`replay`] driver that
+//! tells a torn tail from corruption, the recovery [`Mode`]s, and the [`replay()`] driver that
 //! feeds recovered records to a [`Sink`].
 //!
 //! This crate is safe code only, knows nothing of SQLite or threads, and only ever *reads*:

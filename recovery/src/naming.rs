@@ -53,10 +53,20 @@ mod tests {
     #[test]
     fn names_round_trip_and_sort() {
         assert_eq!(segment_file_name(1), "00000000000000000001.wal");
-        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(u64::MAX)),
+            Some(u64::MAX)
+        );
         assert_eq!(parse_segment_file_name("1.wal"), None);
         assert_eq!(parse_segment_file_name("0000000000000000000a.wal"), None);
-        let sorted = sorted_segment_names(["00000000000000000010.wal", "LOCK", "00000000000000000002.wal"]);
-        assert_eq!(sorted.iter().map(|(key, _)| *key).collect::<Vec<_>>(), vec![2, 10]);
+        let sorted = sorted_segment_names([
+            "00000000000000000010.wal",
+            "LOCK",
+            "00000000000000000002.wal",
+        ]);
+        assert_eq!(
+            sorted.iter().map(|(key, _)| *key).collect::<Vec<_>>(),
+            vec![2, 10]
+        );
     }
 }

@@ -105,14 +105,20 @@ pub trait Sink {
     ///
     /// # Errors
     /// The record cannot be applied; recovery stops with [`Error::Sink`].
-    fn replay(&mut self, record: &Record<'_>) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    fn replay(
+        &mut self,
+        record: &Record<'_>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
 impl<F> Sink for F
 where
     F: FnMut(&Record<'_>) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>,
 {
-    fn replay(&mut self, record: &Record<'_>) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    fn replay(
+        &mut self,
+        record: &Record<'_>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
         self(record)
     }
 }
@@ -186,10 +192,16 @@ impl std::fmt::Display for Problem {
         write!(f, "{} at byte offset {}: ", self.segment, self.offset)?;
         match &self.kind {
             ProblemKind::TornTail { problem, len_bytes } => {
-                write!(f, "torn tail of {len_bytes} bytes (never made durable; cut on open): {problem}")
+                write!(
+                    f,
+                    "torn tail of {len_bytes} bytes (never made durable; cut on open): {problem}"
+                )
             }
             ProblemKind::Corruption { problem, len_bytes } => {
-                write!(f, "corruption of durable bytes ({len_bytes} bytes to the end of data): {problem}")
+                write!(
+                    f,
+                    "corruption of durable bytes ({len_bytes} bytes to the end of data): {problem}"
+                )
             }
             ProblemKind::BadHeader(problem) => write!(f, "bad segment header: {problem}"),
             ProblemKind::MissingOps { expected, found } => {
@@ -390,21 +402,26 @@ impl Driver {
                 segment: name.to_owned(),
                 problem: "file name and header disagree on the first op key",
             };
-            let kind = ProblemKind::Inconsistent("file name and header disagree on the first op key");
+            let kind =
+                ProblemKind::Inconsistent("file name and header disagree on the first op key");
             if let Some(verdict) = self.check(name, 0, kind, error) {
                 return verdict;
             }
         }
-        if let Some(previous) = self.previous_sequence {
-            if header.sequence != previous + 1 {
-                let error = Error::Inconsistent {
-                    segment: name.to_owned(),
-                    problem: "segment sequence numbers are not consecutive (a segment is missing)",
-                };
-                let kind = ProblemKind::Inconsistent("segment sequence numbers are not consecutive");
-                if let Some(verdict) = self.check(name, 0, kind, error) {
-                    return verdict;
-                }
+        // A sequence gap is only a lost segment if the ops it would have held are not yet
+        // applied: segments wholly at or below the watermark may be retired in any order.
+        let sequence_gap_is_applied = header.first_op_key <= self.options.watermark + 1;
+        if let Some(previous) = self.previous_sequence
+            && header.sequence != previous + 1
+            && !sequence_gap_is_applied
+        {
+            let error = Error::Inconsistent {
+                segment: name.to_owned(),
+                problem: "segment sequence numbers are not consecutive (a segment is missing)",
+            };
+            let kind = ProblemKind::Inconsistent("segment sequence numbers are not consecutive");
+            if let Some(verdict) = self.check(name, 0, kind, error) {
+                return verdict;
             }
         }
         self.previous_sequence = Some(header.sequence);
@@ -415,7 +432,10 @@ impl Driver {
         let continues = match self.expected {
             // The oldest segment may start anywhere at or below the first unapplied key.
             None => gap_is_applied,
-            Some(expected) => header.first_op_key == expected || (header.first_op_key > expected && gap_is_applied),
+            Some(expected) => {
+                header.first_op_key == expected
+                    || (header.first_op_key > expected && gap_is_applied)
+            }
         };
         if !continues {
             let error = Error::MissingOps {
@@ -504,7 +524,10 @@ impl Driver {
                 let error = Error::MissingOps {
                     expected: mark.op_key,
                     found: scan.last_op_key().unwrap_or(0),
-                    context: format!("segment {name}: a sync mark says op key {} was durable", mark.op_key),
+                    context: format!(
+                        "segment {name}: a sync mark says op key {} was durable",
+                        mark.op_key
+                    ),
                 };
                 let kind = ProblemKind::MissingOps {
                     expected: mark.op_key,
@@ -520,7 +543,13 @@ impl Driver {
 
     /// Records an anomaly that is never tolerated by default; returns `Some` when the caller
     /// must return at once.
-    fn check(&mut self, name: &str, offset: u64, kind: ProblemKind, error: Error) -> Option<Result<()>> {
+    fn check(
+        &mut self,
+        name: &str,
+        offset: u64,
+        kind: ProblemKind,
+        error: Error,
+    ) -> Option<Result<()>> {
         match self.anomaly(name, offset, kind, error, false) {
             Verdict::Fail(error) => Some(Err(error)),
             Verdict::Stop => {
@@ -531,7 +560,14 @@ impl Driver {
         }
     }
 
-    fn anomaly(&mut self, name: &str, offset: u64, kind: ProblemKind, error: Error, torn_tail: bool) -> Verdict {
+    fn anomaly(
+        &mut self,
+        name: &str,
+        offset: u64,
+        kind: ProblemKind,
+        error: Error,
+        torn_tail: bool,
+    ) -> Verdict {
         self.report.problems.push(Problem {
             segment: name.to_owned(),
             offset,
@@ -551,12 +587,17 @@ impl Driver {
     /// it are discarded.
     fn stop_before_segment(&mut self, name: &str) {
         self.stopped = true;
-        if let Some(summary) = self.report.segments.last_mut() {
-            if summary.name == name {
-                summary.kept = false;
-            }
+        if let Some(summary) = self.report.segments.last_mut()
+            && summary.name == name
+        {
+            summary.kept = false;
         }
-        if !self.report.discarded_segments.iter().any(|discarded| discarded == name) {
+        if !self
+            .report
+            .discarded_segments
+            .iter()
+            .any(|discarded| discarded == name)
+        {
             self.report.discarded_segments.push(name.to_owned());
         }
     }
@@ -579,7 +620,10 @@ impl Driver {
     }
 
     fn feed(&mut self, records: &[Record<'_>], sink: &mut dyn Sink) -> Result<()> {
-        for record in records.iter().filter(|record| record.op_key > self.options.watermark) {
+        for record in records
+            .iter()
+            .filter(|record| record.op_key > self.options.watermark)
+        {
             sink.replay(record).map_err(|source| Error::Sink {
                 op_key: record.op_key,
                 source,

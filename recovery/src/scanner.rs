@@ -108,7 +108,9 @@ pub fn scan_segment(bytes: &[u8], max_record_bytes: u32) -> Result<SegmentScan<'
     let header = SegmentHeader::decode(bytes)?;
     // Bytes past the declared capacity are not part of the segment; bytes missing below it
     // (a file cut short) read as the zeros they would have been.
-    let end = bytes.len().min(usize::try_from(header.capacity_bytes).unwrap_or(usize::MAX));
+    let end = bytes
+        .len()
+        .min(usize::try_from(header.capacity_bytes).unwrap_or(usize::MAX));
     let bytes = &bytes[..end];
     let mut scan = SegmentScan {
         header,
@@ -170,7 +172,12 @@ pub fn scan_segment(bytes: &[u8], max_record_bytes: u32) -> Result<SegmentScan<'
 }
 
 /// Looks for records that still verify at every aligned offset from `from` on.
-fn scan_beyond_damage<'a>(bytes: &'a [u8], from: u64, max_record_bytes: u32, scan: &mut SegmentScan<'a>) {
+fn scan_beyond_damage<'a>(
+    bytes: &'a [u8],
+    from: u64,
+    max_record_bytes: u32,
+    scan: &mut SegmentScan<'a>,
+) {
     let salt = scan.header.salt;
     let mut offset = from;
     while let Some(rest) = bytes.get(offset as usize..) {
@@ -206,10 +213,10 @@ fn mark_claim(record: &Record<'_>) -> Option<DurableMark> {
 }
 
 fn raise_mark(current: &mut Option<DurableMark>, record: &Record<'_>) {
-    if let Some(claim) = mark_claim(record) {
-        if current.is_none_or(|mark| claim.offset > mark.offset) {
-            *current = Some(claim);
-        }
+    if let Some(claim) = mark_claim(record)
+        && current.is_none_or(|mark| claim.offset > mark.offset)
+    {
+        *current = Some(claim);
     }
 }
 
@@ -245,7 +252,10 @@ mod tests {
 
     #[test]
     fn clean_segment() {
-        let bytes = segment(1024, &[op(1, b"a"), op(2, b"bb"), mark(2, 112), op(3, b"c")]);
+        let bytes = segment(
+            1024,
+            &[op(1, b"a"), op(2, b"bb"), mark(2, 112), op(3, b"c")],
+        );
         let scan = scan_segment(&bytes, DEFAULT_MAX_RECORD_BYTES).expect("header");
         assert_eq!(scan.records.len(), 3);
         assert_eq!(scan.damage, None);
@@ -285,7 +295,10 @@ mod tests {
         assert_eq!(scan.records.len(), 1);
         assert!(matches!(
             scan.damage.map(|damage| damage.problem),
-            Some(RecordProblem::KeyOutOfSequence { expected: 2, found: 3 })
+            Some(RecordProblem::KeyOutOfSequence {
+                expected: 2,
+                found: 3
+            })
         ));
         assert_eq!(scan.beyond_damage.len(), 1);
     }

@@ -121,9 +121,6 @@ fn assert_stays_poisoned(log: &Log<SimStorage>, context: &str) {
 /// the failed sync was a new segment's header sync, every record appended is already durable,
 /// and `sync` returns `Ok` on the poisoned log.
 #[test]
-#[ignore = "bug: Log::sync (engine/src/log/mod.rs) returns Ok on a poisoned log when every \
-            appended record was already durable (e.g. the failed sync was a rotation's header \
-            sync); it never calls check_open"]
 fn sync_on_a_poisoned_log_reports_the_poison() {
     let storage = SimStorage::new();
     let disk = storage.disk();

@@ -131,9 +131,6 @@ fn unsynced_appends_between_durable_ones_lose_nothing_acknowledged() {
 /// never synced and continues after them. A power cut after the new session's first
 /// acknowledged append must still lose nothing acknowledged (and the log must open).
 #[test]
-#[ignore = "bug: Log::open_with treats the recovered prefix of the last segment as durable \
-            (Durable.offset = valid_end) without syncing it; the next sync mark claims page-cache-only \
-            records durable, so a power cut makes reopening fail with Corruption"]
 fn power_loss_after_reopening_over_unsynced_records_loses_nothing_acknowledged() {
     let seed = seed();
     eprintln!("seed {seed}");

@@ -207,9 +207,6 @@ fn retirement_survives_power_loss_at_every_point() {
 /// without a directory sync): a power cut may bring back a later retired segment but not an
 /// earlier one.
 #[test]
-#[ignore = "bug: replay checks segment sequence numbers are consecutive even for segments \
-            wholly at or below the watermark (recovery/src/replay.rs, previous_sequence check); \
-            removes persisted out of order then make reopening fail with Inconsistent"]
 fn retirement_survives_power_loss_with_unordered_directory_operations() {
     retirement_under_power_loss(&[DirectoryLoss::RandomSubset]);
 }

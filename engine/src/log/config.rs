@@ -2,15 +2,18 @@
 
 use std::time::Duration;
 
-use walbuf_recovery::format::{DEFAULT_MAX_RECORD_BYTES, MIN_FRAME_LEN, RECORD_ALIGN, SEGMENT_HEADER_LEN};
+use walbuf_recovery::format::{
+    DEFAULT_MAX_RECORD_BYTES, MIN_FRAME_LEN, RECORD_ALIGN, SEGMENT_HEADER_LEN,
+};
 
 use crate::error::{Error, Result};
 
 /// When an appended record is acknowledged, and when the log syncs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SyncPolicy {
     /// Acknowledged only once the record's bytes are durable. Concurrent appends share syncs
     /// (group commit): one sync covers every record written before it started.
+    #[default]
     Sync,
     /// Acknowledged as soon as the record is in the page cache (it survives a process crash);
     /// a background thread syncs every `interval_ms`, so a power cut loses at most about that
@@ -39,12 +42,6 @@ impl SyncPolicy {
             Self::Periodic { .. } => "periodic",
             Self::None => "none",
         }
-    }
-}
-
-impl Default for SyncPolicy {
-    fn default() -> Self {
-        Self::Sync
     }
 }
 
@@ -84,7 +81,7 @@ impl Config {
     /// # Errors
     /// [`Error::InvalidConfig`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        if self.segment_size_bytes % 4096 != 0 || self.segment_size_bytes < 4096 {
+        if !self.segment_size_bytes.is_multiple_of(4096) || self.segment_size_bytes < 4096 {
             return Err(Error::InvalidConfig {
                 field: "segment_size_bytes",
                 problem: "must be a positive multiple of 4096",

@@ -39,8 +39,8 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 use walbuf_recovery::format::{
-    MAX_USER_KIND, RecordKind, SEGMENT_HEADER_LEN, SYNC_MARK_PAYLOAD_LEN, SegmentHeader, encode_record_header,
-    encode_record_trailer, frame_len, padded_frame_len, record_checksum,
+    MAX_USER_KIND, RecordKind, SEGMENT_HEADER_LEN, SYNC_MARK_PAYLOAD_LEN, SegmentHeader,
+    encode_record_header, encode_record_trailer, frame_len, padded_frame_len, record_checksum,
 };
 use walbuf_recovery::naming::{PREPARED_SUFFIX, is_prepared_file_name, segment_file_name};
 use walbuf_recovery::{Options as RecoveryOptions, Report, SegmentSource, Sink};
@@ -87,7 +87,9 @@ pub struct Log<S: Storage = FsStorage> {
 
 impl<S: Storage> std::fmt::Debug for Log<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Log").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("Log")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -214,10 +216,12 @@ impl<S: Storage> SegmentSource for StorageSource<'_, S> {
     }
 
     fn read_file(&self, name: &str) -> walbuf_recovery::Result<Vec<u8>> {
-        self.0.read(name).map_err(|source| walbuf_recovery::Error::Io {
-            path: self.0.describe(name),
-            source,
-        })
+        self.0
+            .read(name)
+            .map_err(|source| walbuf_recovery::Error::Io {
+                path: self.0.describe(name),
+                source,
+            })
     }
 }
 
@@ -247,17 +251,17 @@ impl<S: Storage> Log<S> {
             .map_err(|source| Error::io("list log directory", storage.describe(""), source))?;
         let mut removed_any = false;
         for name in names.iter().filter(|name| is_prepared_file_name(name)) {
-            storage
-                .remove(name)
-                .map_err(|source| Error::io("remove prepared segment", storage.describe(name), source))?;
+            storage.remove(name).map_err(|source| {
+                Error::io("remove prepared segment", storage.describe(name), source)
+            })?;
             removed_any = true;
         }
         let report = walbuf_recovery::replay(&StorageSource(&storage), recovery, sink)?;
         for name in &report.discarded_segments {
             tracing::warn!(segment = %name, "point-in-time recovery discards segment");
-            storage
-                .remove(name)
-                .map_err(|source| Error::io("remove discarded segment", storage.describe(name), source))?;
+            storage.remove(name).map_err(|source| {
+                Error::io("remove discarded segment", storage.describe(name), source)
+            })?;
             removed_any = true;
         }
         if let Some(cut) = &report.cut {
@@ -269,7 +273,9 @@ impl<S: Storage> Log<S> {
                 .map_or(0, |segment| segment.capacity_bytes);
             storage
                 .erase_tail(&cut.segment, cut.offset, capacity)
-                .map_err(|source| Error::io("erase torn tail", storage.describe(&cut.segment), source))?;
+                .map_err(|source| {
+                    Error::io("erase torn tail", storage.describe(&cut.segment), source)
+                })?;
         }
         if removed_any {
             storage
@@ -298,7 +304,19 @@ impl<S: Storage> Log<S> {
             {
                 let file = storage
                     .open(&last.name, last.capacity_bytes, last.valid_end)
-                    .map_err(|source| Error::io("open segment", storage.describe(&last.name), source))?;
+                    .map_err(|source| {
+                        Error::io("open segment", storage.describe(&last.name), source)
+                    })?;
+                // The recovered prefix may be only in the page cache (written under a
+                // weaker policy before a process crash): make it durable before anything
+                // appended after it is acknowledged as durable.
+                file.sync(0, last.valid_end).map_err(|source| {
+                    Error::io(
+                        "sync recovered segment",
+                        storage.describe(&last.name),
+                        source,
+                    )
+                })?;
                 let salt = header_salt(&storage, &last.name)?;
                 let active = Arc::new(OpenSegment {
                     file,
@@ -311,9 +329,30 @@ impl<S: Storage> Log<S> {
                     offset: last.valid_end,
                     key: last_op_key,
                 };
-                (active, durable, last.durable_mark.map_or(0, |mark| mark.offset), live)
+                (
+                    active,
+                    durable,
+                    last.durable_mark.map_or(0, |mark| mark.offset),
+                    live,
+                )
             }
             last => {
+                if let Some(last) = &last {
+                    // As above: the last kept segment's records must be durable before the
+                    // new segment (named after them) makes them look complete.
+                    let file = storage
+                        .open(&last.name, last.capacity_bytes, last.valid_end)
+                        .map_err(|source| {
+                            Error::io("open segment", storage.describe(&last.name), source)
+                        })?;
+                    file.sync(0, last.valid_end).map_err(|source| {
+                        Error::io(
+                            "sync recovered segment",
+                            storage.describe(&last.name),
+                            source,
+                        )
+                    })?;
+                }
                 let sequence = last.map_or(1, |last| last.sequence + 1);
                 let file = create_prepared(&storage, &config, 0)?;
                 let active = install_segment(&storage, &config, file, sequence, next_op_key)?;
@@ -377,7 +416,9 @@ impl<S: Storage> Log<S> {
                     sync_shared.sync_thread_exited.store(true, Ordering::SeqCst);
                     sync_shared.durable_waiters.wake_all();
                 })
-                .map_err(|source| Error::io("spawn sync thread", shared.storage.describe(""), source))?,
+                .map_err(|source| {
+                    Error::io("spawn sync thread", shared.storage.describe(""), source)
+                })?,
         );
         if shared.config.prepare_ahead {
             let prepare_shared = Arc::clone(&shared);
@@ -385,7 +426,9 @@ impl<S: Storage> Log<S> {
                 std::thread::Builder::new()
                     .name("walbuf-prepare".into())
                     .spawn(move || prepare_shared.run_prepare_thread())
-                    .map_err(|source| Error::io("spawn prepare thread", shared.storage.describe(""), source))?,
+                    .map_err(|source| {
+                        Error::io("spawn prepare thread", shared.storage.describe(""), source)
+                    })?,
             );
         }
         tracing::info!(
@@ -435,6 +478,7 @@ impl<S: Storage> Log<S> {
     /// # Errors
     /// [`Error::Poisoned`] if a sync fails (now or before), [`Error::Closed`].
     pub fn sync(&self) -> Result<()> {
+        self.shared.check_open()?;
         let target = self.shared.append.lock().next_op_key - 1;
         self.shared.acknowledge(target, SyncPolicy::Sync)
     }
@@ -458,9 +502,9 @@ impl<S: Storage> Log<S> {
         };
         let storage = &self.shared.storage;
         for segment in &retired {
-            storage
-                .remove(&segment.name)
-                .map_err(|source| Error::io("delete segment", storage.describe(&segment.name), source))?;
+            storage.remove(&segment.name).map_err(|source| {
+                Error::io("delete segment", storage.describe(&segment.name), source)
+            })?;
             tracing::debug!(segment = %segment.name, "retired segment");
         }
         if !retired.is_empty() {
@@ -484,7 +528,11 @@ impl<S: Storage> Log<S> {
             (
                 append.next_op_key - 1,
                 append.live.len() as u64,
-                append.live.iter().map(|segment| segment.capacity_bytes).sum(),
+                append
+                    .live
+                    .iter()
+                    .map(|segment| segment.capacity_bytes)
+                    .sum(),
             )
         };
         let counters = &shared.counters;
@@ -580,11 +628,20 @@ fn header_salt<S: Storage>(storage: &S, name: &str) -> Result<u64> {
 }
 
 /// Creates an allocated, mapped segment under a temporary name.
-fn create_prepared<S: Storage>(storage: &S, config: &Config, number: u64) -> Result<(S::Segment, String)> {
-    let name = format!("next-{number:06}-{:016x}{PREPARED_SUFFIX}", rand::random::<u64>());
+fn create_prepared<S: Storage>(
+    storage: &S,
+    config: &Config,
+    number: u64,
+) -> Result<(S::Segment, String)> {
+    let name = format!(
+        "next-{number:06}-{:016x}{PREPARED_SUFFIX}",
+        rand::random::<u64>()
+    );
     let file = storage
         .create(&name, config.segment_size_bytes)
-        .map_err(|source| Error::allocation(storage.describe(&name), config.segment_size_bytes, source))?;
+        .map_err(|source| {
+            Error::allocation(storage.describe(&name), config.segment_size_bytes, source)
+        })?;
     Ok((file, name))
 }
 
@@ -610,13 +667,20 @@ fn install_segment<S: Storage>(
         capacity_bytes: config.segment_size_bytes,
     };
     let name = segment_file_name(first_op_key);
-    let region = file.reserve(SEGMENT_HEADER_LEN).ok_or(Error::InvalidConfig {
-        field: "segment_size_bytes",
-        problem: "too small for a header",
-    })?;
+    let region = file
+        .reserve(SEGMENT_HEADER_LEN)
+        .ok_or(Error::InvalidConfig {
+            field: "segment_size_bytes",
+            problem: "too small for a header",
+        })?;
     file.write(region, &[&header.encode()]);
-    file.sync(0, SEGMENT_HEADER_LEN)
-        .map_err(|source| Error::io("sync segment header", storage.describe(&temporary_name), source))?;
+    file.sync(0, SEGMENT_HEADER_LEN).map_err(|source| {
+        Error::io(
+            "sync segment header",
+            storage.describe(&temporary_name),
+            source,
+        )
+    })?;
     storage
         .rename(&temporary_name, &name)
         .map_err(|source| Error::io("rename segment", storage.describe(&name), source))?;
@@ -682,11 +746,16 @@ impl<S: Storage> Shared<S> {
             let region = match append.active.file.reserve(padded) {
                 Some(region) => region,
                 None => {
-                    self.rotate(&mut append).map_err(|error| self.poison(error))?;
-                    append.active.file.reserve(padded).ok_or(Error::RecordTooLarge {
-                        len_bytes: frame,
-                        max_bytes: u64::from(self.config.max_record_bytes),
-                    })?
+                    self.rotate(&mut append)
+                        .map_err(|error| self.poison(error))?;
+                    append
+                        .active
+                        .file
+                        .reserve(padded)
+                        .ok_or(Error::RecordTooLarge {
+                            len_bytes: frame,
+                            max_bytes: u64::from(self.config.max_record_bytes),
+                        })?
                 }
             };
             let op_key = append.next_op_key;
@@ -697,9 +766,13 @@ impl<S: Storage> Shared<S> {
         let header = encode_record_header(kind, op_key, payload.len());
         let checksum = record_checksum(segment.salt, &header, payload);
         let (trailer, trailer_len) = encode_record_trailer(checksum, payload.len());
-        segment.file.write(region, &[&header, payload, &trailer[..trailer_len]]);
+        segment
+            .file
+            .write(region, &[&header, payload, &trailer[..trailer_len]]);
         self.counters.appends.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes_appended.fetch_add(padded, Ordering::Relaxed);
+        self.counters
+            .bytes_appended
+            .fetch_add(padded, Ordering::Relaxed);
         self.publish(op_key, &segment, end);
         Ok(op_key)
     }
@@ -734,7 +807,10 @@ impl<S: Storage> Shared<S> {
     /// Step 4: waits until `op_key` is published (and, under `Sync`, durable).
     fn acknowledge(&self, op_key: u64, policy: SyncPolicy) -> Result<()> {
         // Publishing depends on no thread but the writers themselves: only failure stops it.
-        if !self.publish_waiters.wait(op_key, &self.published_key, || self.is_failed()) {
+        if !self
+            .publish_waiters
+            .wait(op_key, &self.published_key, || self.is_failed())
+        {
             self.check_open()?;
         }
         if !policy.waits_for_durability() || self.durable_key.load(Ordering::SeqCst) >= op_key {
@@ -748,7 +824,10 @@ impl<S: Storage> Shared<S> {
             }
         }
         let give_up = || self.is_failed() || self.sync_thread_exited.load(Ordering::SeqCst);
-        if self.durable_waiters.wait(op_key, &self.durable_key, give_up) {
+        if self
+            .durable_waiters
+            .wait(op_key, &self.durable_key, give_up)
+        {
             return Ok(());
         }
         self.check_open()?;
@@ -760,7 +839,10 @@ impl<S: Storage> Shared<S> {
         let started = Instant::now();
         let last_key = append.next_op_key - 1;
         // Every record reserved in the full segment must be copied before it is synced.
-        if !self.publish_waiters.wait(last_key, &self.published_key, || self.is_failed()) {
+        if !self
+            .publish_waiters
+            .wait(last_key, &self.published_key, || self.is_failed())
+        {
             self.check_open()?;
         }
         let old = Arc::clone(&append.active);
@@ -772,10 +854,18 @@ impl<S: Storage> Shared<S> {
                 let capacity = old.file.capacity();
                 old.file
                     .sync(durable.offset, capacity - durable.offset)
-                    .map_err(|source| Error::io("sync segment", self.storage.describe(&old.name), source))?;
+                    .map_err(|source| {
+                        Error::io("sync segment", self.storage.describe(&old.name), source)
+                    })?;
                 self.counters.syncs.fetch_add(1, Ordering::Relaxed);
             }
-            let new = install_segment(&self.storage, &self.config, prepared, old.sequence + 1, append.next_op_key)?;
+            let new = install_segment(
+                &self.storage,
+                &self.config,
+                prepared,
+                old.sequence + 1,
+                append.next_op_key,
+            )?;
             *self.durable.lock() = Durable {
                 sequence: new.sequence,
                 offset: SEGMENT_HEADER_LEN,
@@ -852,7 +942,9 @@ impl<S: Storage> Shared<S> {
     /// `Periodic`, once more after the log goes idle (a final sync mark), and at close.
     fn run_sync_thread(&self) {
         let periodic = match self.config.sync_policy {
-            SyncPolicy::Periodic { interval_ms } => Some(std::time::Duration::from_millis(interval_ms)),
+            SyncPolicy::Periodic { interval_ms } => {
+                Some(std::time::Duration::from_millis(interval_ms))
+            }
             SyncPolicy::Sync | SyncPolicy::None => None,
         };
         let mut next_periodic = periodic.map(|interval| Instant::now() + interval);
@@ -869,7 +961,9 @@ impl<S: Storage> Shared<S> {
                         signal.requested = false;
                         break false;
                     }
-                    if next_periodic.is_some_and(|due| due <= now) || idle_mark_due.is_some_and(|due| due <= now) {
+                    if next_periodic.is_some_and(|due| due <= now)
+                        || idle_mark_due.is_some_and(|due| due <= now)
+                    {
                         break false;
                     }
                     let deadline = [next_periodic, idle_mark_due].into_iter().flatten().min();
@@ -930,10 +1024,14 @@ impl<S: Storage> Shared<S> {
                 let padded = padded_frame_len(SYNC_MARK_PAYLOAD_LEN);
                 append.active.file.reserve(padded).map(|region| {
                     let end = region.end();
-                    let header = encode_record_header(RecordKind::SyncMark, durable.key, payload.len());
+                    let header =
+                        encode_record_header(RecordKind::SyncMark, durable.key, payload.len());
                     let checksum = record_checksum(append.active.salt, &header, &payload);
                     let (trailer, trailer_len) = encode_record_trailer(checksum, payload.len());
-                    append.active.file.write(region, &[&header, &payload, &trailer[..trailer_len]]);
+                    append
+                        .active
+                        .file
+                        .write(region, &[&header, &payload, &trailer[..trailer_len]]);
                     append.marked_offset = durable.offset;
                     self.counters.sync_marks.fetch_add(1, Ordering::Relaxed);
                     (append.active.sequence, end)
@@ -957,10 +1055,13 @@ impl<S: Storage> Shared<S> {
             _ => end,
         };
         let from = durable.offset.min(sync_end);
-        segment
-            .file
-            .sync(from, sync_end - from)
-            .map_err(|source| self.poison(Error::io("sync segment", self.storage.describe(&segment.name), source)))?;
+        segment.file.sync(from, sync_end - from).map_err(|source| {
+            self.poison(Error::io(
+                "sync segment",
+                self.storage.describe(&segment.name),
+                source,
+            ))
+        })?;
         self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         let advanced = key > durable.key;
         {

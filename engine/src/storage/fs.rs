@@ -27,7 +27,8 @@ impl FsStorage {
     /// [`Error::Io`] if it cannot be created or opened.
     pub fn open(directory: impl AsRef<Path>) -> Result<Self> {
         let directory = directory.as_ref().to_path_buf();
-        std::fs::create_dir_all(&directory).map_err(|source| Error::io("create directory", &directory, source))?;
+        std::fs::create_dir_all(&directory)
+            .map_err(|source| Error::io("create directory", &directory, source))?;
         let lock_path = directory.join(LOCK_FILE_NAME);
         let lock = OpenOptions::new()
             .read(true)
@@ -41,8 +42,8 @@ impl FsStorage {
             Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: directory }),
             Err(TryLockError::Error(source)) => return Err(Error::io("lock", &lock_path, source)),
         }
-        let directory_handle =
-            File::open(&directory).map_err(|source| Error::io("open directory", &directory, source))?;
+        let directory_handle = File::open(&directory)
+            .map_err(|source| Error::io("open directory", &directory, source))?;
         Ok(Self {
             directory,
             directory_handle,
@@ -70,7 +71,9 @@ fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
     match rustix::fs::fallocate(file, FallocateFlags::empty(), offset, len) {
         Ok(()) => Ok(()),
-        Err(errno) if errno == rustix::io::Errno::OPNOTSUPP || errno == rustix::io::Errno::NOSYS => {
+        Err(errno)
+            if errno == rustix::io::Errno::OPNOTSUPP || errno == rustix::io::Errno::NOSYS =>
+        {
             write_zeros(file, offset, len)
         }
         Err(errno) => Err(errno.into()),
@@ -120,8 +123,16 @@ impl Storage for FsStorage {
         MappedSegment::map(file, capacity_bytes, 0)
     }
 
-    fn open(&self, name: &str, capacity_bytes: u64, resume_offset: u64) -> io::Result<MappedSegment> {
-        let file = OpenOptions::new().read(true).write(true).open(self.path(name))?;
+    fn open(
+        &self,
+        name: &str,
+        capacity_bytes: u64,
+        resume_offset: u64,
+    ) -> io::Result<MappedSegment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.path(name))?;
         let len = file.metadata()?.len();
         if len < capacity_bytes {
             allocate(&file, len, capacity_bytes - len)?;

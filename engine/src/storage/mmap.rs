@@ -100,7 +100,11 @@ impl SegmentFile for MappedSegment {
             // reads the mapping. `part` is a separate allocation (never the mapping), so the
             // ranges do not overlap.
             unsafe {
-                std::ptr::copy_nonoverlapping(part.as_ptr(), self.map.as_mut_ptr().add(at), part.len());
+                std::ptr::copy_nonoverlapping(
+                    part.as_ptr(),
+                    self.map.as_mut_ptr().add(at),
+                    part.len(),
+                );
             }
             at += part.len();
         }
@@ -112,6 +116,7 @@ impl SegmentFile for MappedSegment {
         }
         let end = offset.saturating_add(len_bytes).min(self.cursor.capacity());
         let offset = offset.min(end);
-        self.map.flush_range(offset as usize, (end - offset) as usize)
+        self.map
+            .flush_range(offset as usize, (end - offset) as usize)
     }
 }

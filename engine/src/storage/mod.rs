@@ -44,7 +44,12 @@ pub trait Storage: Send + Sync + 'static {
     ///
     /// # Errors
     /// Any I/O error.
-    fn open(&self, name: &str, capacity_bytes: u64, resume_offset: u64) -> io::Result<Self::Segment>;
+    fn open(
+        &self,
+        name: &str,
+        capacity_bytes: u64,
+        resume_offset: u64,
+    ) -> io::Result<Self::Segment>;
 
     /// The whole content of file `name`, read with plain reads (never through a mapping).
     ///
@@ -193,7 +198,10 @@ impl RegionCursor {
             region.cursor_id, self.id,
             "a region was written to a segment that did not reserve it"
         );
-        assert_eq!(region.len_bytes, total_len as u64, "write length differs from the region");
+        assert_eq!(
+            region.len_bytes, total_len as u64,
+            "write length differs from the region"
+        );
         debug_assert!(region.end() <= self.capacity);
         (region.offset, region.len_bytes)
     }
