@@ -473,6 +473,39 @@ impl<S: Storage> Log<S> {
         Ok(op_key)
     }
 
+    /// Appends one record of `kind` (1..=127) and returns its op key as soon as the record is
+    /// in the log in order after every earlier key (published), without waiting for it to be
+    /// durable. Callers that need durability then call [`Log::wait_durable`]: splitting the two
+    /// lets a caller assign op keys inside its own critical section and wait outside it.
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn append_published(&self, kind: u8, payload: &[u8]) -> Result<u64> {
+        self.append_with(kind, payload, SyncPolicy::None)
+    }
+
+    /// Waits until every record up to `op_key` is durable (requesting a sync if none is
+    /// under way).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if a sync fails, [`Error::Closed`].
+    pub fn wait_durable(&self, op_key: u64) -> Result<()> {
+        self.shared.acknowledge(op_key, SyncPolicy::Sync)
+    }
+
+    /// The highest op key such that it and every key below it are completely in the log
+    /// (visible to a scan of the page cache, not necessarily durable).
+    #[must_use]
+    pub fn published_op_key(&self) -> u64 {
+        self.shared.published_key.load(Ordering::SeqCst)
+    }
+
+    /// The highest op key known durable: it and every key below it survive a power loss.
+    #[must_use]
+    pub fn durable_op_key(&self) -> u64 {
+        self.shared.durable_key.load(Ordering::SeqCst)
+    }
+
     /// Makes every record appended before this call durable (whatever the sync policy).
     ///
     /// # Errors
