@@ -68,6 +68,59 @@ pub enum Error {
     /// Recovery found an anomaly it does not tolerate in this mode, or could not read the log.
     #[error("recovery failed: {0}")]
     Recovery(Arc<walbuf_recovery::Error>),
+    /// A SQLite operation failed.
+    #[error("SQLite {operation} failed on {path}: {source}", path = path.display())]
+    Sqlite {
+        /// What was being done (`"open database"`, `"apply batch"`, ...).
+        operation: &'static str,
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: Arc<rusqlite::Error>,
+    },
+    /// The database was written by a newer version of the schema (or by another schema): it is
+    /// refused rather than wiped or misread.
+    #[error("database {path} holds {found}, this build reads {expected}", path = path.display())]
+    IncompatibleDatabase {
+        /// The database file.
+        path: PathBuf,
+        /// What the database says it holds (schema name and version).
+        found: String,
+        /// What this build expects.
+        expected: String,
+    },
+    /// The buffer is full: SQLite is behind and the write waited `waited_ms` (zero for a
+    /// non-blocking write) without room being freed. Nothing was written.
+    #[error(
+        "backpressure: buffer full ({pending_ops} ops, {pending_bytes} bytes pending) after waiting {waited_ms} ms"
+    )]
+    Backpressure {
+        /// Ops buffered but not yet in SQLite.
+        pending_ops: u64,
+        /// Their bytes.
+        pending_bytes: u64,
+        /// How long the write waited for room.
+        waited_ms: u64,
+    },
+    /// The store stopped accepting writes because applying ops to SQLite failed in a way
+    /// retrying cannot fix (a bug or a damaged database). Reads keep working; every
+    /// acknowledged op is in the log and is applied when the store is reopened after repair.
+    #[error("the store failed and refuses writes (cause: {cause})")]
+    StoreFailed {
+        /// The failure.
+        cause: Box<Error>,
+    },
+    /// A logged op could not be decoded by the store's schema (the log was written by another
+    /// schema or a newer version).
+    #[error("op {op_key} in the log cannot be decoded: {source}")]
+    Decode {
+        /// The op key.
+        op_key: u64,
+        /// What is wrong with it.
+        #[source]
+        source: crate::schema::DecodeError,
+    },
 }
 
 impl Error {
@@ -100,6 +153,19 @@ impl Error {
             }
         } else {
             Self::io("allocate segment", path, source)
+        }
+    }
+
+    /// Wraps a SQLite error with the operation and database path.
+    pub(crate) fn sqlite(
+        operation: &'static str,
+        path: impl AsRef<Path>,
+        source: rusqlite::Error,
+    ) -> Self {
+        Self::Sqlite {
+            operation,
+            path: path.as_ref().to_path_buf(),
+            source: Arc::new(source),
         }
     }
 

@@ -31,10 +31,19 @@
 //! # Ok(()) }
 //! ```
 
+pub mod buffer;
 pub mod error;
+mod flusher;
 pub mod log;
+pub mod schema;
+pub mod shapes;
+pub mod sqlite;
 pub mod storage;
+pub mod store;
 
 pub use error::{Error, Result};
 pub use log::{Log, SyncPolicy};
+pub use schema::Schema;
+pub use shapes::{NewShape, Relation, RegistryError, Shape, ShapeRegistry, SnapshotState};
+pub use store::{RecoveryReport, Store, StoreConfig, StoreStats};
 pub use walbuf_recovery as recovery;

@@ -49,7 +49,7 @@ pub use config::{Config, SyncPolicy};
 use waiters::Waiters;
 
 use crate::error::{Error, Result};
-use crate::storage::{FsStorage, SegmentFile, Storage};
+use crate::storage::{FsStorage, SegmentFile, Storage, SyncPattern};
 
 /// Counters and positions of a log, for monitoring and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -660,6 +660,16 @@ fn header_salt<S: Storage>(storage: &S, name: &str) -> Result<u64> {
     Ok(header.salt)
 }
 
+/// How segments are synced under `policy`. A log whose default is `Periodic`/`None` may still
+/// sync small ranges (`Log::sync`, `Log::wait_durable`, appends with `Sync`): they stay correct,
+/// each just costs a little more.
+fn sync_pattern(policy: SyncPolicy) -> SyncPattern {
+    match policy {
+        SyncPolicy::Sync => SyncPattern::Frequent,
+        SyncPolicy::Periodic { .. } | SyncPolicy::None => SyncPattern::Rare,
+    }
+}
+
 /// Creates an allocated, mapped segment under a temporary name.
 fn create_prepared<S: Storage>(
     storage: &S,
@@ -671,7 +681,7 @@ fn create_prepared<S: Storage>(
         rand::random::<u64>()
     );
     let file = storage
-        .create(&name, config.segment_size_bytes)
+        .create_for(&name, config.segment_size_bytes, sync_pattern(config.sync_policy))
         .map_err(|source| {
             Error::allocation(storage.describe(&name), config.segment_size_bytes, source)
         })?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Advice as FileAdvice, FallocateFlags};
 use walbuf_recovery::naming::LOCK_FILE_NAME;
 
-use super::{MappedSegment, Storage};
+use super::{MappedSegment, Preparation, Storage, SyncPattern};
 use crate::error::{Error, Result};
 
 /// A log directory on a real filesystem, exclusively owned by this process through an
@@ -108,6 +108,15 @@ impl Storage for FsStorage {
     }
 
     fn create(&self, name: &str, capacity_bytes: u64) -> io::Result<MappedSegment> {
+        self.create_for(name, capacity_bytes, SyncPattern::Frequent)
+    }
+
+    fn create_for(
+        &self,
+        name: &str,
+        capacity_bytes: u64,
+        pattern: SyncPattern,
+    ) -> io::Result<MappedSegment> {
         let path = self.path(name);
         let file = OpenOptions::new()
             .read(true)
@@ -120,7 +129,11 @@ impl Storage for FsStorage {
             let _ = std::fs::remove_file(&path);
             return Err(error);
         }
-        MappedSegment::map(file, capacity_bytes, 0)
+        let preparation = match pattern {
+            SyncPattern::Frequent => Preparation::PrefaultAndSync,
+            SyncPattern::Rare => Preparation::Prefault,
+        };
+        MappedSegment::map(file, capacity_bytes, 0, preparation)
     }
 
     fn open(
@@ -138,7 +151,12 @@ impl Storage for FsStorage {
             allocate(&file, len, capacity_bytes - len)?;
             file.sync_all()?;
         }
-        MappedSegment::map(file, capacity_bytes, resume_offset)
+        MappedSegment::map(
+            file,
+            capacity_bytes,
+            resume_offset,
+            Preparation::PrefaultAndSync,
+        )
     }
 
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {

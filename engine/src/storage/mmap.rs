@@ -25,6 +25,21 @@ use super::{Region, RegionCursor, SegmentFile};
 /// Page granularity used to prefault the mapping.
 const PAGE_BYTES: u64 = 4096;
 
+/// What [`MappedSegment::map`] does to the pages past the resume offset before the first
+/// append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Preparation {
+    /// Touch every page (so that appends take no page fault), then write the whole range back
+    /// and sync it once. Afterwards the file's blocks are *written* (not merely allocated), so
+    /// a small sync writes only its own pages and commits no extent conversion; the price is
+    /// one write of the whole range up front. For many small syncs.
+    PrefaultAndSync,
+    /// Only touch every page. The zeros stay dirty in the page cache and reach the disk
+    /// together with the records written over them, so the range is written once; the first
+    /// sync of each part of it also commits the conversion of its blocks. For few large syncs.
+    Prefault,
+}
+
 /// A segment file mapped read-write, written only through [`Region`]s.
 #[derive(Debug)]
 pub struct MappedSegment {
@@ -41,11 +56,17 @@ impl MappedSegment {
     /// file mapping otherwise groups pages into large folios (up to 2 MiB), and each small
     /// append then dirties a whole folio, turning a 4 KiB sync into a multi-megabyte one.
     /// Then one byte per page from `resume_offset` on is written (a zero over a zero) so that
-    /// appends never take a major fault, and the whole range is synced once.
+    /// appends never take a major fault, and (with [`Preparation::PrefaultAndSync`]) the whole
+    /// range is synced once.
     ///
     /// # Errors
     /// Mapping, advising or the initial sync failed.
-    pub fn map(file: File, capacity: u64, resume_offset: u64) -> io::Result<Self> {
+    pub fn map(
+        file: File,
+        capacity: u64,
+        resume_offset: u64,
+        preparation: Preparation,
+    ) -> io::Result<Self> {
         let len = usize::try_from(capacity)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large to map"))?;
         let map = MmapOptions::new().len(len).map_raw(&file)?;
@@ -56,7 +77,7 @@ impl MappedSegment {
             _file: file,
         };
         segment.prefault(resume_offset);
-        if resume_offset < capacity {
+        if preparation == Preparation::PrefaultAndSync && resume_offset < capacity {
             segment.sync(resume_offset, capacity - resume_offset)?;
         }
         Ok(segment)

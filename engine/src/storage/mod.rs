@@ -17,7 +17,7 @@ mod fs;
 mod mmap;
 
 pub use fs::FsStorage;
-pub use mmap::MappedSegment;
+pub use mmap::{MappedSegment, Preparation};
 
 /// A log directory: create, open, read, rename and delete files, and make the directory's
 /// entries durable.
@@ -38,6 +38,22 @@ pub trait Storage: Send + Sync + 'static {
     /// # Errors
     /// `ENOSPC` when the space cannot be allocated, or any other I/O error.
     fn create(&self, name: &str, capacity_bytes: u64) -> io::Result<Self::Segment>;
+
+    /// Like [`Storage::create`], for a segment that the log will sync in `pattern`: storage
+    /// may prepare the file differently (the default ignores the hint). The file must meet
+    /// the same contract either way; only the cost of later writes and syncs may differ.
+    ///
+    /// # Errors
+    /// As [`Storage::create`].
+    fn create_for(
+        &self,
+        name: &str,
+        capacity_bytes: u64,
+        pattern: SyncPattern,
+    ) -> io::Result<Self::Segment> {
+        let _ = pattern;
+        self.create(name, capacity_bytes)
+    }
 
     /// Opens the existing segment `name` of `capacity_bytes` for writing from `resume_offset`
     /// on; the file is extended (allocated) to `capacity_bytes` if it is shorter.
@@ -85,6 +101,20 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A human-readable location for error messages (a path, or a simulated disk's name).
     fn describe(&self, name: &str) -> std::path::PathBuf;
+}
+
+/// How the log will sync a segment it creates: a hint for [`Storage::create_for`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SyncPattern {
+    /// Many small syncs, each of the few kilobytes appended since the last one (group commit
+    /// under `SyncPolicy::Sync`). Each should write only those bytes, so preparation is worth
+    /// a lot of up-front work (on Linux: turning the whole preallocated space into written
+    /// blocks, so that no sync has to commit an extent conversion).
+    Frequent,
+    /// Few large syncs (`SyncPolicy::Periodic`/`None`: every interval, and the whole rest of
+    /// the segment when it is full). Preparation should write as little as possible: every
+    /// byte it writes competes with the log's own writeback for the disk.
+    Rare,
 }
 
 /// One segment file open for appending.

@@ -1,0 +1,93 @@
+//! The seam between the generic engine core and what is stored: a [`Schema`] says how its
+//! ops are encoded in the log, how a batch of them is applied to SQLite, and how each one is
+//! indexed in (and removed from) the in-memory overlay that answers reads before the flusher
+//! has written them.
+//!
+//! The core (log, buffer, flusher, recovery) knows nothing about shapes: the shape registry
+//! ([`crate::shapes`]) is one schema, and `engine/examples/kv.rs` is another.
+
+use std::sync::Arc;
+
+/// An op could not be decoded from its log record: the log holds something this schema never
+/// wrote (or a newer version of it). Recovery refuses to open rather than guess.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode op of kind {kind}: {problem}")]
+pub struct DecodeError {
+    /// The record kind.
+    pub kind: u8,
+    /// What is wrong.
+    pub problem: &'static str,
+}
+
+impl DecodeError {
+    /// A decode error for `kind`.
+    #[must_use]
+    pub fn new(kind: u8, problem: &'static str) -> Self {
+        Self { kind, problem }
+    }
+}
+
+/// One op of a batch handed to [`Schema::apply`]: its op key and the op.
+pub type BatchOp<Op> = (u64, Arc<Op>);
+
+/// What a store keeps: its ops, their SQLite tables and their in-memory indexes.
+///
+/// Every method but [`Schema::apply`] and [`Schema::create_tables`] runs on a writer's or a
+/// reader's thread and must be fast; `apply` runs on the flusher thread inside the batch's
+/// transaction.
+pub trait Schema: Send + Sync + 'static {
+    /// One op, decoded. Ops are validated before they are logged, so every logged op can be
+    /// applied.
+    type Op: Send + Sync + 'static;
+    /// The schema's secondary indexes over buffered ops (lock-free structures: readers use
+    /// them without taking any lock).
+    type Overlay: Send + Sync + 'static;
+
+    /// A short name for logs and errors (`"shapes"`).
+    const NAME: &'static str;
+    /// The version of the schema's SQLite tables, kept in `PRAGMA user_version`. A database
+    /// written by a newer version is refused, never wiped.
+    const VERSION: u32;
+
+    /// Creates the schema's SQLite tables in a fresh database (the core creates its own
+    /// `walbuf_meta` table beside them).
+    ///
+    /// # Errors
+    /// Any SQLite error.
+    fn create_tables(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+
+    /// An empty overlay.
+    fn new_overlay(&self) -> Self::Overlay;
+
+    /// The log record kind (1..=127) of `op`.
+    fn kind(&self, op: &Self::Op) -> u8;
+
+    /// Appends the encoding of `op` to `out`.
+    fn encode(&self, op: &Self::Op, out: &mut Vec<u8>);
+
+    /// Decodes an op written by [`Schema::encode`].
+    ///
+    /// # Errors
+    /// [`DecodeError`] for bytes `encode` cannot have produced.
+    fn decode(&self, kind: u8, payload: &[u8]) -> Result<Self::Op, DecodeError>;
+
+    /// Adds `op` (logged under `op_key`) to the overlay's indexes. Index entries carry the op
+    /// key, so that [`Schema::unindex`] can remove exactly this op's entries.
+    fn index(&self, overlay: &Self::Overlay, op_key: u64, op: &Self::Op);
+
+    /// Removes the entries [`Schema::index`] added for `op_key` — and only those: an entry of
+    /// a newer op for the same key stays (compare-and-delete).
+    fn unindex(&self, overlay: &Self::Overlay, op_key: u64, op: &Self::Op);
+
+    /// Applies a batch of ops, in op-key order, inside the flusher's transaction. The schema
+    /// may coalesce ops that cancel and reorder writes for locality as long as the result is
+    /// the state after applying every op in order.
+    ///
+    /// # Errors
+    /// Any SQLite error: the transaction is rolled back and the batch retried.
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        batch: &[BatchOp<Self::Op>],
+    ) -> rusqlite::Result<()>;
+}

@@ -1,0 +1,698 @@
+//! The shape registry: the first [`Schema`], and the API a sync server uses to keep its
+//! shapes (handle, definition, comparable, hash, relations, snapshot state).
+//!
+//! Every write is validated against everything submitted before it — the buffer and SQLite —
+//! so a duplicate handle or comparable is refused at once with a typed error, and an op that
+//! reaches the log can always be applied. Every read checks the overlay first, then SQLite,
+//! and sees every acknowledged write.
+
+mod last_read;
+mod op;
+mod overlay;
+mod sql;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use op::{Relation, Shape, ShapeOp, SnapshotState, kind};
+pub use overlay::ShapeOverlay;
+
+use self::last_read::LastRead;
+use self::overlay::Resolved;
+use crate::error::Error;
+use crate::schema::{BatchOp, DecodeError, Schema};
+use crate::storage::Storage;
+use crate::storage::FsStorage;
+use crate::store::{Accepted, RecoveryReport, Store, StoreConfig, StoreStats, Validation, Wait};
+
+/// Why a registry operation was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// A live shape already has this handle.
+    #[error("a shape with handle {handle:?} already exists")]
+    DuplicateHandle {
+        /// The handle.
+        handle: String,
+    },
+    /// A live shape already has this comparable.
+    #[error("shape {existing:?} already has this comparable")]
+    DuplicateComparable {
+        /// The live shape holding it.
+        existing: String,
+    },
+    /// No live shape has this handle.
+    #[error("no shape with handle {handle:?}")]
+    UnknownHandle {
+        /// The handle.
+        handle: String,
+    },
+    /// The store refused or failed (backpressure, a poisoned log, a failed store, SQLite).
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// A shape to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewShape {
+    /// Unique handle.
+    pub handle: String,
+    /// The serialized definition.
+    pub shape: Vec<u8>,
+    /// Bytes equal for equal shapes.
+    pub comparable: Vec<u8>,
+    /// The shape's hash.
+    pub hash: i64,
+    /// The tables it reads.
+    pub relations: Vec<Relation>,
+}
+
+/// The registry's [`Schema`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShapeSchema;
+
+impl Schema for ShapeSchema {
+    type Op = ShapeOp;
+    type Overlay = ShapeOverlay;
+    const NAME: &'static str = "shapes";
+    const VERSION: u32 = 1;
+
+    fn create_tables(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        tx.execute_batch(sql::CREATE_TABLES)
+    }
+
+    fn new_overlay(&self) -> ShapeOverlay {
+        ShapeOverlay::default()
+    }
+
+    fn kind(&self, op: &ShapeOp) -> u8 {
+        op.kind()
+    }
+
+    fn encode(&self, op: &ShapeOp, out: &mut Vec<u8>) {
+        op.encode(out);
+    }
+
+    fn decode(&self, kind: u8, payload: &[u8]) -> Result<ShapeOp, DecodeError> {
+        ShapeOp::decode(kind, payload)
+    }
+
+    fn index(&self, overlay: &ShapeOverlay, op_key: u64, op: &ShapeOp) {
+        overlay.index(op_key, op);
+    }
+
+    fn unindex(&self, overlay: &ShapeOverlay, op_key: u64, op: &ShapeOp) {
+        overlay.unindex(op_key, op);
+    }
+
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        batch: &[BatchOp<ShapeOp>],
+    ) -> rusqlite::Result<()> {
+        sql::apply(tx, batch)
+    }
+}
+
+/// The shape registry over a [`Store`].
+pub struct ShapeRegistry<St: Storage = FsStorage> {
+    store: Store<ShapeSchema, St>,
+    last_read: LastRead,
+}
+
+impl<St: Storage> std::fmt::Debug for ShapeRegistry<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShapeRegistry")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+impl ShapeRegistry {
+    /// Opens (or creates) the registry in `directory` (see [`Store::open`]).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open(
+        directory: impl AsRef<Path>,
+        config: StoreConfig,
+    ) -> crate::Result<(Self, RecoveryReport)> {
+        let (store, report) = Store::open(directory, ShapeSchema, config)?;
+        Ok((Self::new(store), report))
+    }
+}
+
+impl<St: Storage> ShapeRegistry<St> {
+    /// The registry over an open store.
+    #[must_use]
+    pub fn new(store: Store<ShapeSchema, St>) -> Self {
+        Self {
+            store,
+            last_read: LastRead::default(),
+        }
+    }
+
+    /// The store underneath.
+    #[must_use]
+    pub fn store(&self) -> &Store<ShapeSchema, St> {
+        &self.store
+    }
+
+    // ----- validation (inside the submit section: sees every submitted op) -----
+
+    fn live_in(
+        validation: &Validation<'_, ShapeSchema, St>,
+        handle: &str,
+    ) -> crate::Result<Option<Shape>> {
+        match validation
+            .overlay()
+            .resolve(handle, validation.view_op_key())
+        {
+            Resolved::Live(shape) => Ok(Some(shape)),
+            Resolved::Gone => Ok(None),
+            Resolved::Sqlite { mark } => {
+                let shape = validation.sqlite("read shape", |c| sql::shape(c, handle))?;
+                Ok(shape.map(|mut shape| {
+                    if let Some(mark) = mark {
+                        shape.snapshot = shape.snapshot.max(mark);
+                    }
+                    shape
+                }))
+            }
+        }
+    }
+
+    fn is_live_in(
+        validation: &Validation<'_, ShapeSchema, St>,
+        handle: &str,
+    ) -> crate::Result<bool> {
+        match validation
+            .overlay()
+            .resolve(handle, validation.view_op_key())
+        {
+            Resolved::Live(_) => Ok(true),
+            Resolved::Gone => Ok(false),
+            Resolved::Sqlite { .. } => {
+                validation.sqlite("read shape", |c| sql::has_handle(c, handle))
+            }
+        }
+    }
+
+    // ----- writes -----
+
+    fn write(&self, wait: Wait, op: impl FnOnce(&Validation<'_, ShapeSchema, St>) -> Result<Accepted<ShapeOp>>) -> Result<u64> {
+        let (op_key, ()) = self
+            .store
+            .submit(wait, |validation| op(validation).map(|accepted| (accepted, ())))?;
+        Ok(op_key)
+    }
+
+    /// Adds a shape (snapshot not started). Durable per the store's sync policy when it
+    /// returns; visible to every read from then on. Returns its op key.
+    ///
+    /// # Errors
+    /// [`RegistryError::DuplicateHandle`] / [`RegistryError::DuplicateComparable`] if a live
+    /// shape (buffered or in SQLite) has the handle or comparable; [`RegistryError::Store`].
+    pub fn add_shape(&self, shape: NewShape) -> Result<u64> {
+        self.add_shape_with(shape, Wait::Block)
+    }
+
+    /// As [`ShapeRegistry::add_shape`], but fails at once with `Backpressure` when the buffer
+    /// is full instead of waiting for room.
+    ///
+    /// # Errors
+    /// As [`ShapeRegistry::add_shape`].
+    pub fn try_add_shape(&self, shape: NewShape) -> Result<u64> {
+        self.add_shape_with(shape, Wait::Never)
+    }
+
+    fn add_shape_with(&self, shape: NewShape, wait: Wait) -> Result<u64> {
+        let handle = shape.handle.clone();
+        let op_key = self.write(wait, |validation| {
+            if Self::is_live_in(validation, &shape.handle)? {
+                return Err(RegistryError::DuplicateHandle {
+                    handle: shape.handle,
+                });
+            }
+            let holder = match validation
+                .overlay()
+                .resolve_comparable(&shape.comparable, validation.view_op_key())
+            {
+                Resolved::Live(handle) => Some(handle),
+                Resolved::Gone => None,
+                Resolved::Sqlite { .. } => {
+                    let holder = validation.sqlite("read comparable", |c| {
+                        sql::handle_for_comparable(c, &shape.comparable)
+                    })?;
+                    // SQLite's holder may have been removed by a buffered op.
+                    match holder {
+                        Some(holder) if Self::is_live_in(validation, &holder)? => Some(holder),
+                        _ => None,
+                    }
+                }
+            };
+            if let Some(existing) = holder {
+                return Err(RegistryError::DuplicateComparable { existing });
+            }
+            Ok(Accepted {
+                op: ShapeOp::Add(Arc::new(Shape {
+                    handle: shape.handle,
+                    shape: shape.shape,
+                    comparable: shape.comparable,
+                    hash: shape.hash,
+                    relations: shape.relations,
+                    snapshot: SnapshotState::NotStarted,
+                })),
+                live_count_after: validation.live_count() + 1,
+            })
+        })?;
+        self.last_read.touch(&handle);
+        Ok(op_key)
+    }
+
+    /// Removes a live shape; it disappears from every read at once.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownHandle`]; [`RegistryError::Store`].
+    pub fn remove_shape(&self, handle: &str) -> Result<u64> {
+        let op_key = self.write(Wait::Block, |validation| {
+            let Some(shape) = Self::live_in(validation, handle)? else {
+                return Err(RegistryError::UnknownHandle {
+                    handle: handle.to_owned(),
+                });
+            };
+            let mut oids: Vec<u32> = shape.relations.iter().map(|r| r.oid).collect();
+            oids.sort_unstable();
+            oids.dedup();
+            Ok(Accepted {
+                op: ShapeOp::Remove {
+                    handle: shape.handle,
+                    comparable: shape.comparable,
+                    oids,
+                },
+                live_count_after: validation.live_count().saturating_sub(1),
+            })
+        })?;
+        self.last_read.forget(handle);
+        Ok(op_key)
+    }
+
+    fn mark(&self, handle: &str, state: SnapshotState) -> Result<u64> {
+        self.write(Wait::Block, |validation| {
+            if !Self::is_live_in(validation, handle)? {
+                return Err(RegistryError::UnknownHandle {
+                    handle: handle.to_owned(),
+                });
+            }
+            Ok(Accepted {
+                op: ShapeOp::Mark {
+                    handle: handle.to_owned(),
+                    state,
+                },
+                live_count_after: validation.live_count(),
+            })
+        })
+    }
+
+    /// Records that the shape's snapshot started.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownHandle`]; [`RegistryError::Store`].
+    pub fn mark_snapshot_started(&self, handle: &str) -> Result<u64> {
+        self.mark(handle, SnapshotState::Started)
+    }
+
+    /// Records that the shape's snapshot completed.
+    ///
+    /// # Errors
+    /// [`RegistryError::UnknownHandle`]; [`RegistryError::Store`].
+    pub fn mark_snapshot_complete(&self, handle: &str) -> Result<u64> {
+        self.mark(handle, SnapshotState::Complete)
+    }
+
+    /// Removes every shape (logged like every op: a crash never resurrects them).
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`].
+    pub fn reset(&self) -> Result<u64> {
+        let op_key = self.write(Wait::Block, |_| {
+            Ok(Accepted {
+                op: ShapeOp::Reset,
+                live_count_after: 0,
+            })
+        })?;
+        self.last_read.clear();
+        Ok(op_key)
+    }
+
+    /// The boot-time sweep: removes every shape whose snapshot never completed; returns their
+    /// handles (in handle order) and how many shapes remain.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`]. A shape removed concurrently by another writer is skipped.
+    pub fn remove_incomplete_shapes(&self) -> Result<(Vec<String>, u64)> {
+        let mut incomplete = Vec::new();
+        for meta in self.shape_meta() {
+            let (handle, _, state) = meta?;
+            if state != SnapshotState::Complete {
+                incomplete.push(handle);
+            }
+        }
+        let mut removed = Vec::with_capacity(incomplete.len());
+        for handle in incomplete {
+            match self.remove_shape(&handle) {
+                Ok(_) => removed.push(handle),
+                Err(RegistryError::UnknownHandle { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok((removed, self.count_shapes()?))
+    }
+
+    // ----- reads (as of the visible op key) -----
+
+    fn resolve(&self, handle: &str) -> Result<Option<Shape>> {
+        let view = self.store.visible_op_key();
+        match self.store.overlay().resolve(handle, view) {
+            Resolved::Live(shape) => Ok(Some(shape)),
+            Resolved::Gone => Ok(None),
+            Resolved::Sqlite { mark } => {
+                let shape = self
+                    .store
+                    .read_sqlite("read shape", |c| sql::shape(c, handle))?;
+                Ok(shape.map(|mut shape| {
+                    if let Some(mark) = mark {
+                        shape.snapshot = shape.snapshot.max(mark);
+                    }
+                    shape
+                }))
+            }
+        }
+    }
+
+    /// Hash and snapshot state of a live handle, without copying the shape from SQLite.
+    fn resolve_meta(&self, handle: &str) -> Result<Option<(i64, SnapshotState)>> {
+        let view = self.store.visible_op_key();
+        match self.store.overlay().resolve(handle, view) {
+            Resolved::Live(shape) => Ok(Some((shape.hash, shape.snapshot))),
+            Resolved::Gone => Ok(None),
+            Resolved::Sqlite { mark } => {
+                let meta = self
+                    .store
+                    .read_sqlite("read shape", |c| sql::meta(c, handle))?;
+                Ok(meta.map(|(hash, state)| (hash, mark.map_or(state, |mark| state.max(mark)))))
+            }
+        }
+    }
+
+    /// The live handle holding `comparable`.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`] (a SQLite read failed).
+    pub fn handle_for_shape(&self, comparable: &[u8]) -> Result<Option<String>> {
+        let view = self.store.visible_op_key();
+        let handle = match self.store.overlay().resolve_comparable(comparable, view) {
+            Resolved::Live(handle) => Some(handle),
+            Resolved::Gone => None,
+            Resolved::Sqlite { .. } => {
+                let holder = self
+                    .store
+                    .read_sqlite("read comparable", |c| {
+                        sql::handle_for_comparable(c, comparable)
+                    })?;
+                match holder {
+                    // A buffered remove of SQLite's holder hides it.
+                    Some(holder) if self.resolve_meta(&holder)?.is_some() => Some(holder),
+                    _ => None,
+                }
+            }
+        };
+        if let Some(handle) = &handle {
+            self.last_read.touch(handle);
+        }
+        Ok(handle)
+    }
+
+    /// The live shape with `handle`.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`].
+    pub fn shape_for_handle(&self, handle: &str) -> Result<Option<Shape>> {
+        let shape = self.resolve(handle)?;
+        if shape.is_some() {
+            self.last_read.touch(handle);
+        }
+        Ok(shape)
+    }
+
+    /// Whether `handle` is live.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`].
+    pub fn has_handle(&self, handle: &str) -> Result<bool> {
+        Ok(self.resolve_meta(handle)?.is_some())
+    }
+
+    /// Whether `handle` is live with this `hash`.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`].
+    pub fn validate_handle(&self, handle: &str, hash: i64) -> Result<bool> {
+        let valid = self
+            .resolve_meta(handle)?
+            .is_some_and(|(live_hash, _)| live_hash == hash);
+        if valid {
+            self.last_read.touch(handle);
+        }
+        Ok(valid)
+    }
+
+    /// Whether `handle` is live and its snapshot started (or completed).
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`].
+    pub fn snapshot_started(&self, handle: &str) -> Result<bool> {
+        Ok(self
+            .resolve_meta(handle)?
+            .is_some_and(|(_, state)| state >= SnapshotState::Started))
+    }
+
+    /// Whether `handle` is live and its snapshot completed.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`].
+    pub fn snapshot_complete(&self, handle: &str) -> Result<bool> {
+        Ok(self
+            .resolve_meta(handle)?
+            .is_some_and(|(_, state)| state == SnapshotState::Complete))
+    }
+
+    /// Live handles reading any table in `oids`, sorted, each once — through the oid index
+    /// of the overlay and of SQLite, never a scan.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`].
+    pub fn handles_for_relations(&self, oids: &[u32]) -> Result<Vec<String>> {
+        let view = self.store.visible_op_key();
+        let mut candidates = Vec::new();
+        for oid in oids {
+            self.store
+                .overlay()
+                .handles_with_oid(*oid, view, &mut candidates);
+        }
+        if self.store.overlay().reset_at(view).is_none() {
+            self.store.read_sqlite("read relations", |c| {
+                for oid in oids {
+                    sql::handles_with_oid(c, *oid, &mut candidates)?;
+                }
+                Ok(())
+            })?;
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut handles = Vec::with_capacity(candidates.len());
+        for handle in candidates {
+            if let Some(shape) = self.resolve(&handle)?
+                && shape.relations.iter().any(|r| oids.contains(&r.oid))
+            {
+                handles.push(handle);
+            }
+        }
+        Ok(handles)
+    }
+
+    /// Every live shape, ordered by handle, each once: the overlay merged with SQLite page by
+    /// page, buffered removals and resets honoured. The iterator holds the overlay (see
+    /// [`Store::hold_overlay`]): drop it promptly.
+    pub fn list_shapes(&self) -> ShapeIter<'_, St> {
+        let view = self.store.visible_op_key();
+        let gate = self.store.hold_overlay();
+        let reset = self.store.overlay().reset_at(view);
+        ShapeIter {
+            registry: self,
+            _gate: gate,
+            view,
+            reset,
+            overlay_next: None,
+            overlay_after: None,
+            overlay_done: false,
+            page: std::collections::VecDeque::new(),
+            page_after: None,
+            sqlite_done: reset.is_some(),
+            failed: false,
+        }
+    }
+
+    /// `(handle, hash, snapshot state)` of every live shape, ordered by handle.
+    pub fn shape_meta(&self) -> impl Iterator<Item = Result<(String, i64, SnapshotState)>> + '_ {
+        self.list_shapes()
+            .map(|shape| shape.map(|shape| (shape.handle, shape.hash, shape.snapshot)))
+    }
+
+    /// How many shapes are live. O(log n): a maintained count, not a scan.
+    ///
+    /// # Errors
+    /// [`RegistryError::Store`].
+    pub fn count_shapes(&self) -> Result<u64> {
+        Ok(self.store.live_count()?)
+    }
+
+    /// The `n` live handles read least recently (oldest first) and how long ago, among the
+    /// handles added or read by this process (last-read times are kept in memory only).
+    #[must_use]
+    pub fn least_recently_used(&self, n: usize) -> Vec<(String, Duration)> {
+        self.last_read.least_recent(n)
+    }
+
+    /// Waits until every op submitted before the call is in SQLite.
+    ///
+    /// # Errors
+    /// As [`Store::flush`].
+    pub fn flush(&self) -> Result<()> {
+        Ok(self.store.flush()?)
+    }
+
+    /// The store's counters.
+    #[must_use]
+    pub fn stats(&self) -> StoreStats {
+        self.store.stats()
+    }
+
+    /// Closes the store (see [`Store::close`]).
+    ///
+    /// # Errors
+    /// As [`Store::close`].
+    pub fn close(&self) -> Result<()> {
+        Ok(self.store.close()?)
+    }
+}
+
+/// The iterator of [`ShapeRegistry::list_shapes`].
+pub struct ShapeIter<'a, St: Storage> {
+    registry: &'a ShapeRegistry<St>,
+    _gate: parking_lot::RwLockReadGuard<'a, ()>,
+    view: u64,
+    reset: Option<u64>,
+    /// The next buffered handle and the overlay's verdict on it.
+    overlay_next: Option<(String, Resolved<Shape>)>,
+    overlay_after: Option<String>,
+    overlay_done: bool,
+    page: std::collections::VecDeque<Shape>,
+    page_after: Option<String>,
+    sqlite_done: bool,
+    failed: bool,
+}
+
+/// Rows fetched from SQLite per page.
+const PAGE_ROWS: usize = 256;
+
+impl<St: Storage> ShapeIter<'_, St> {
+    fn fill_overlay(&mut self) {
+        if self.overlay_next.is_some() || self.overlay_done {
+            return;
+        }
+        let overlay = self.registry.store.overlay();
+        match overlay.next_handle(self.overlay_after.as_deref()) {
+            Some(handle) => {
+                let resolved = overlay.resolve_after(&handle, self.view, self.reset);
+                self.overlay_after = Some(handle.clone());
+                self.overlay_next = Some((handle, resolved));
+            }
+            None => self.overlay_done = true,
+        }
+    }
+
+    fn fill_page(&mut self) -> Result<()> {
+        if !self.page.is_empty() || self.sqlite_done {
+            return Ok(());
+        }
+        let after = self.page_after.clone();
+        let rows = self
+            .registry
+            .store
+            .read_sqlite("list shapes", |c| sql::page(c, after.as_deref(), PAGE_ROWS))?;
+        if rows.len() < PAGE_ROWS {
+            self.sqlite_done = true;
+        }
+        if let Some(last) = rows.last() {
+            self.page_after = Some(last.handle.clone());
+        }
+        self.page.extend(rows);
+        Ok(())
+    }
+}
+
+impl<St: Storage> Iterator for ShapeIter<'_, St> {
+    type Item = Result<Shape>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            self.fill_overlay();
+            if let Err(error) = self.fill_page() {
+                self.failed = true;
+                return Some(Err(error));
+            }
+            let overlay_handle = self.overlay_next.as_ref().map(|(handle, _)| handle.as_str());
+            let sqlite_handle = self.page.front().map(|shape| shape.handle.as_str());
+            let ordering = match (overlay_handle, sqlite_handle) {
+                (None, None) => return None,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(o), Some(s)) => o.cmp(s),
+            };
+            let from_sqlite = match ordering {
+                std::cmp::Ordering::Greater => None,
+                std::cmp::Ordering::Equal => self.page.pop_front(),
+                std::cmp::Ordering::Less => {
+                    // Buffered only: SQLite has no row for it (any more).
+                    None
+                }
+            };
+            if ordering == std::cmp::Ordering::Greater {
+                if let Some(shape) = self.page.pop_front() {
+                    return Some(Ok(shape));
+                }
+                continue;
+            }
+            let Some((_, resolved)) = self.overlay_next.take() else {
+                continue;
+            };
+            match (resolved, from_sqlite) {
+                (Resolved::Live(shape), _) => return Some(Ok(shape)),
+                (Resolved::Gone, _) | (Resolved::Sqlite { .. }, None) => {}
+                (Resolved::Sqlite { mark }, Some(mut shape)) => {
+                    if let Some(mark) = mark {
+                        shape.snapshot = shape.snapshot.max(mark);
+                    }
+                    return Some(Ok(shape));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! Shape records and the registry's ops, with their byte encoding (the payload of each log
+//! record, after the core's 8-byte prefix; see `docs/format.md`).
+//!
+//! All integers little-endian; a string or byte string is a u32 length and the bytes.
+
+use std::sync::Arc;
+
+use crate::schema::DecodeError;
+
+/// A table a shape reads from. Lookups match by `oid`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Relation {
+    /// The table's oid.
+    pub oid: u32,
+    /// Its schema name.
+    pub schema: String,
+    /// Its table name.
+    pub table: String,
+}
+
+/// How far a shape's initial snapshot got. Ordered: marks only move it forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum SnapshotState {
+    /// Not started.
+    #[default]
+    NotStarted,
+    /// Started, not complete.
+    Started,
+    /// Complete.
+    Complete,
+}
+
+impl SnapshotState {
+    /// The stored code (0, 1, 2).
+    #[must_use]
+    pub fn code(self) -> u8 {
+        match self {
+            Self::NotStarted => 0,
+            Self::Started => 1,
+            Self::Complete => 2,
+        }
+    }
+
+    /// The state of a stored code.
+    #[must_use]
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::NotStarted),
+            1 => Some(Self::Started),
+            2 => Some(Self::Complete),
+            _ => None,
+        }
+    }
+}
+
+/// A shape as the registry stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Shape {
+    /// Unique handle.
+    pub handle: String,
+    /// The serialized definition (opaque).
+    pub shape: Vec<u8>,
+    /// Bytes equal for equal shapes: at most one live handle per comparable.
+    pub comparable: Vec<u8>,
+    /// The shape's hash.
+    pub hash: i64,
+    /// The tables it reads.
+    pub relations: Vec<Relation>,
+    /// Its snapshot state.
+    pub snapshot: SnapshotState,
+}
+
+/// One op of the shape registry, as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShapeOp {
+    /// Add a shape (snapshot not started).
+    Add(Arc<Shape>),
+    /// Remove a live shape; carries what its index entries and rows are keyed by.
+    Remove {
+        /// The handle.
+        handle: String,
+        /// Its comparable.
+        comparable: Vec<u8>,
+        /// The oids of its relations.
+        oids: Vec<u32>,
+    },
+    /// Move a live shape's snapshot state forward.
+    Mark {
+        /// The handle.
+        handle: String,
+        /// `Started` or `Complete`.
+        state: SnapshotState,
+    },
+    /// Remove every shape.
+    Reset,
+}
+
+/// Record kinds of the registry's ops.
+pub mod kind {
+    /// [`super::ShapeOp::Add`].
+    pub const ADD: u8 = 1;
+    /// [`super::ShapeOp::Remove`].
+    pub const REMOVE: u8 = 2;
+    /// [`super::ShapeOp::Mark`].
+    pub const MARK: u8 = 3;
+    /// [`super::ShapeOp::Reset`].
+    pub const RESET: u8 = 4;
+}
+
+impl ShapeOp {
+    /// The record kind.
+    #[must_use]
+    pub fn kind(&self) -> u8 {
+        match self {
+            Self::Add(_) => kind::ADD,
+            Self::Remove { .. } => kind::REMOVE,
+            Self::Mark { .. } => kind::MARK,
+            Self::Reset => kind::RESET,
+        }
+    }
+
+    /// The handle the op is about (none for a reset).
+    #[must_use]
+    pub fn handle(&self) -> Option<&str> {
+        match self {
+            Self::Add(shape) => Some(&shape.handle),
+            Self::Remove { handle, .. } | Self::Mark { handle, .. } => Some(handle),
+            Self::Reset => None,
+        }
+    }
+
+    /// Appends the op's encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Add(shape) => {
+                put_bytes(out, shape.handle.as_bytes());
+                put_bytes(out, &shape.comparable);
+                out.extend_from_slice(&shape.hash.to_le_bytes());
+                encode_relations(&shape.relations, out);
+                put_bytes(out, &shape.shape);
+            }
+            Self::Remove {
+                handle,
+                comparable,
+                oids,
+            } => {
+                put_bytes(out, handle.as_bytes());
+                put_bytes(out, comparable);
+                out.extend_from_slice(&(oids.len() as u32).to_le_bytes());
+                for oid in oids {
+                    out.extend_from_slice(&oid.to_le_bytes());
+                }
+            }
+            Self::Mark { handle, state } => {
+                put_bytes(out, handle.as_bytes());
+                out.push(state.code());
+            }
+            Self::Reset => {}
+        }
+    }
+
+    /// Decodes an op of `kind` from `payload`.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for an unknown kind, a truncated or over-long payload, a bad string or
+    /// a bad state code.
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader {
+            kind,
+            bytes: payload,
+        };
+        let op = match kind {
+            kind::ADD => {
+                let handle = reader.string()?;
+                let comparable = reader.bytes()?.to_vec();
+                let hash = i64::from_le_bytes(reader.array()?);
+                let relations = reader.relations()?;
+                let shape = reader.bytes()?.to_vec();
+                Self::Add(Arc::new(Shape {
+                    handle,
+                    shape,
+                    comparable,
+                    hash,
+                    relations,
+                    snapshot: SnapshotState::NotStarted,
+                }))
+            }
+            kind::REMOVE => {
+                let handle = reader.string()?;
+                let comparable = reader.bytes()?.to_vec();
+                let count = reader.len(4)?;
+                let mut oids = Vec::with_capacity(count);
+                for _ in 0..count {
+                    oids.push(u32::from_le_bytes(reader.array()?));
+                }
+                Self::Remove {
+                    handle,
+                    comparable,
+                    oids,
+                }
+            }
+            kind::MARK => {
+                let handle = reader.string()?;
+                let [code] = reader.array()?;
+                let state = SnapshotState::from_code(code)
+                    .filter(|state| *state != SnapshotState::NotStarted)
+                    .ok_or(DecodeError::new(kind, "bad snapshot state"))?;
+                Self::Mark { handle, state }
+            }
+            kind::RESET => Self::Reset,
+            _ => return Err(DecodeError::new(kind, "unknown shape op kind")),
+        };
+        if !reader.bytes.is_empty() {
+            return Err(DecodeError::new(kind, "trailing bytes after the op"));
+        }
+        Ok(op)
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Appends the encoding of `relations` (also the `relations` column of the `shapes` table).
+pub fn encode_relations(relations: &[Relation], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(relations.len() as u32).to_le_bytes());
+    for relation in relations {
+        out.extend_from_slice(&relation.oid.to_le_bytes());
+        put_bytes(out, relation.schema.as_bytes());
+        put_bytes(out, relation.table.as_bytes());
+    }
+}
+
+/// Decodes what [`encode_relations`] wrote.
+///
+/// # Errors
+/// [`DecodeError`] (kind 0) for bytes it cannot have written.
+pub fn decode_relations(bytes: &[u8]) -> Result<Vec<Relation>, DecodeError> {
+    let mut reader = Reader { kind: 0, bytes };
+    let relations = reader.relations()?;
+    if !reader.bytes.is_empty() {
+        return Err(DecodeError::new(0, "trailing bytes after the relations"));
+    }
+    Ok(relations)
+}
+
+struct Reader<'a> {
+    kind: u8,
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn error(&self, problem: &'static str) -> DecodeError {
+        DecodeError::new(self.kind, problem)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let Some((head, rest)) = self.bytes.split_first_chunk::<N>() else {
+            return Err(self.error("payload truncated"));
+        };
+        self.bytes = rest;
+        Ok(*head)
+    }
+
+    /// A count of items at least `item_len` bytes each, checked against what is left (so a
+    /// corrupt count cannot make the decoder allocate beyond the payload).
+    fn len(&mut self, item_len: usize) -> Result<usize, DecodeError> {
+        let count = u32::from_le_bytes(self.array()?) as usize;
+        if count.saturating_mul(item_len) > self.bytes.len() {
+            return Err(self.error("length beyond the payload"));
+        }
+        Ok(count)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let len = self.len(1)?;
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let bytes = self.bytes()?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.error("string is not UTF-8"))
+    }
+
+    fn relations(&mut self) -> Result<Vec<Relation>, DecodeError> {
+        let count = self.len(12)?;
+        let mut relations = Vec::with_capacity(count);
+        for _ in 0..count {
+            let oid = u32::from_le_bytes(self.array()?);
+            let schema = self.string()?;
+            let table = self.string()?;
+            relations.push(Relation { oid, schema, table });
+        }
+        Ok(relations)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<ShapeOp> {
+        vec![
+            ShapeOp::Add(Arc::new(Shape {
+                handle: "h-1".into(),
+                shape: vec![7; 300],
+                comparable: vec![1; 32],
+                hash: -42,
+                relations: vec![
+                    Relation {
+                        oid: 16384,
+                        schema: "public".into(),
+                        table: "items".into(),
+                    },
+                    Relation {
+                        oid: 16390,
+                        schema: "public".into(),
+                        table: "users".into(),
+                    },
+                ],
+                snapshot: SnapshotState::NotStarted,
+            })),
+            ShapeOp::Remove {
+                handle: "h-1".into(),
+                comparable: vec![1; 32],
+                oids: vec![16384, 16390],
+            },
+            ShapeOp::Mark {
+                handle: "h-2".into(),
+                state: SnapshotState::Complete,
+            },
+            ShapeOp::Reset,
+        ]
+    }
+
+    #[test]
+    fn every_op_round_trips() {
+        for op in sample() {
+            let mut bytes = Vec::new();
+            op.encode(&mut bytes);
+            assert_eq!(ShapeOp::decode(op.kind(), &bytes), Ok(op));
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_refused() {
+        for op in sample() {
+            let mut bytes = Vec::new();
+            op.encode(&mut bytes);
+            for len in 0..bytes.len() {
+                assert!(ShapeOp::decode(op.kind(), &bytes[..len]).is_err(), "{op:?} at {len}");
+            }
+            bytes.push(0);
+            assert!(ShapeOp::decode(op.kind(), &bytes).is_err());
+        }
+        assert!(ShapeOp::decode(99, &[]).is_err());
+    }
+
+    #[test]
+    fn a_huge_count_does_not_allocate() {
+        let bytes = [0xff, 0xff, 0xff, 0xff];
+        assert!(decode_relations(&bytes).is_err());
+    }
+}
