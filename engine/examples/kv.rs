@@ -1,0 +1,376 @@
+//! A key–value store on walbuf's generic core: someone else's ops (put, delete) with their
+//! own SQLite table and overlay, logged, buffered, readable at once and flushed in batches —
+//! without touching the engine.
+//!
+//! Run: `cargo run --release -p walbuf --example kv`.
+
+#![allow(clippy::print_stdout)]
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use crossbeam_skiplist::SkipMap;
+use rusqlite::{OptionalExtension, params};
+use walbuf::schema::{BatchOp, DecodeError, Schema};
+use walbuf::store::{Accepted, RecoveryReport, Store, StoreConfig, Wait};
+
+/// The ops of the key–value schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvOp {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+const PUT: u8 = 1;
+const DELETE: u8 = 2;
+
+/// Buffered versions per key: `(key, op key)` → the value, or `None` for a delete.
+#[derive(Default)]
+pub struct KvOverlay {
+    versions: SkipMap<(Vec<u8>, u64), Option<Arc<Vec<u8>>>>,
+}
+
+/// The key–value [`Schema`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KvSchema;
+
+impl Schema for KvSchema {
+    type Op = KvOp;
+    type Overlay = KvOverlay;
+    const NAME: &'static str = "kv";
+    const VERSION: u32 = 1;
+
+    fn create_tables(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        tx.execute_batch(
+            "CREATE TABLE kv (key BLOB PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID;",
+        )
+    }
+
+    fn new_overlay(&self) -> KvOverlay {
+        KvOverlay::default()
+    }
+
+    fn kind(&self, op: &KvOp) -> u8 {
+        match op {
+            KvOp::Put { .. } => PUT,
+            KvOp::Delete { .. } => DELETE,
+        }
+    }
+
+    fn encode(&self, op: &KvOp, out: &mut Vec<u8>) {
+        match op {
+            KvOp::Put { key, value } => {
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+                out.extend_from_slice(value);
+            }
+            KvOp::Delete { key } => out.extend_from_slice(key),
+        }
+    }
+
+    fn decode(&self, kind: u8, payload: &[u8]) -> Result<KvOp, DecodeError> {
+        match kind {
+            PUT => {
+                let (len, rest) = payload
+                    .split_first_chunk::<4>()
+                    .ok_or(DecodeError::new(kind, "truncated key length"))?;
+                let len = u32::from_le_bytes(*len) as usize;
+                if len > rest.len() {
+                    return Err(DecodeError::new(kind, "key beyond the payload"));
+                }
+                let (key, value) = rest.split_at(len);
+                Ok(KvOp::Put {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                })
+            }
+            DELETE => Ok(KvOp::Delete {
+                key: payload.to_vec(),
+            }),
+            _ => Err(DecodeError::new(kind, "unknown kv op")),
+        }
+    }
+
+    fn index(&self, overlay: &KvOverlay, op_key: u64, op: &KvOp) {
+        match op {
+            KvOp::Put { key, value } => {
+                overlay
+                    .versions
+                    .insert((key.clone(), op_key), Some(Arc::new(value.clone())));
+            }
+            KvOp::Delete { key } => {
+                overlay.versions.insert((key.clone(), op_key), None);
+            }
+        }
+    }
+
+    fn unindex(&self, overlay: &KvOverlay, op_key: u64, op: &KvOp) {
+        let (KvOp::Put { key, .. } | KvOp::Delete { key }) = op;
+        overlay.versions.remove(&(key.clone(), op_key));
+    }
+
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        batch: &[BatchOp<KvOp>],
+    ) -> rusqlite::Result<()> {
+        // Last write per key wins; written in key order.
+        let mut last = std::collections::BTreeMap::new();
+        for (_, op) in batch {
+            match &**op {
+                KvOp::Put { key, value } => last.insert(key.as_slice(), Some(value.as_slice())),
+                KvOp::Delete { key } => last.insert(key.as_slice(), None),
+            };
+        }
+        let mut put =
+            tx.prepare_cached("INSERT OR REPLACE INTO kv (key, value) VALUES (?1, ?2)")?;
+        let mut delete = tx.prepare_cached("DELETE FROM kv WHERE key = ?1")?;
+        for (key, value) in last {
+            match value {
+                Some(value) => put.execute(params![key, value])?,
+                None => delete.execute([key])?,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// What the overlay knows about a key as of some op key.
+enum Buffered {
+    Value(Arc<Vec<u8>>),
+    Deleted,
+    Unknown,
+}
+
+/// A key–value store: `put`, `get`, `delete`, `len`.
+pub struct KvStore {
+    store: Store<KvSchema>,
+}
+
+impl KvStore {
+    /// Opens (or creates) the store in `directory`.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open(directory: &Path, config: StoreConfig) -> walbuf::Result<(Self, RecoveryReport)> {
+        let (store, report) = Store::open(directory, KvSchema, config)?;
+        Ok((Self { store }, report))
+    }
+
+    fn buffered(&self, key: &[u8], view: u64) -> Buffered {
+        let low = (key.to_vec(), 0);
+        let high = (key.to_vec(), view);
+        match self
+            .store
+            .overlay()
+            .versions
+            .range((Bound::Included(low), Bound::Included(high)))
+            .next_back()
+        {
+            Some(entry) => match entry.value() {
+                Some(value) => Buffered::Value(Arc::clone(value)),
+                None => Buffered::Deleted,
+            },
+            None => Buffered::Unknown,
+        }
+    }
+
+    fn exists_for<St: walbuf::storage::Storage>(
+        validation: &walbuf::store::Validation<'_, KvSchema, St>,
+        overlay: &KvOverlay,
+        key: &[u8],
+    ) -> walbuf::Result<bool> {
+        let entry = overlay
+            .versions
+            .range((
+                Bound::Included((key.to_vec(), 0)),
+                Bound::Included((key.to_vec(), u64::MAX)),
+            ))
+            .next_back()
+            .map(|entry| entry.value().is_some());
+        match entry {
+            Some(exists) => Ok(exists),
+            None => validation.sqlite("read key", |c| {
+                c.prepare_cached("SELECT 1 FROM kv WHERE key = ?1")?
+                    .query_row([key], |_| Ok(()))
+                    .optional()
+                    .map(|row| row.is_some())
+            }),
+        }
+    }
+
+    /// Sets `key` to `value`; durable per the sync policy when it returns.
+    ///
+    /// # Errors
+    /// The store's errors (backpressure, a poisoned log, ...).
+    pub fn put(&self, key: &[u8], value: &[u8]) -> walbuf::Result<u64> {
+        let (op_key, ()) = self.store.submit(Wait::Block, |validation| {
+            let existed = Self::exists_for(validation, validation.overlay(), key)?;
+            let live_count_after = validation.live_count() + u64::from(!existed);
+            Ok::<_, walbuf::Error>((
+                Accepted {
+                    op: KvOp::Put {
+                        key: key.to_vec(),
+                        value: value.to_vec(),
+                    },
+                    live_count_after,
+                },
+                (),
+            ))
+        })?;
+        Ok(op_key)
+    }
+
+    /// Removes `key` (whether or not it exists); returns whether it existed.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub fn delete(&self, key: &[u8]) -> walbuf::Result<bool> {
+        let (_, existed) = self.store.submit(Wait::Block, |validation| {
+            let existed = Self::exists_for(validation, validation.overlay(), key)?;
+            let live_count_after = validation.live_count() - u64::from(existed);
+            Ok::<_, walbuf::Error>((
+                Accepted {
+                    op: KvOp::Delete { key: key.to_vec() },
+                    live_count_after,
+                },
+                existed,
+            ))
+        })?;
+        Ok(existed)
+    }
+
+    /// The value of `key`: the buffer first, then SQLite.
+    ///
+    /// # Errors
+    /// A SQLite read failed.
+    pub fn get(&self, key: &[u8]) -> walbuf::Result<Option<Vec<u8>>> {
+        match self.buffered(key, self.store.visible_op_key()) {
+            Buffered::Value(value) => Ok(Some(value.to_vec())),
+            Buffered::Deleted => Ok(None),
+            Buffered::Unknown => self.store.read_sqlite("read key", |c| {
+                c.prepare_cached("SELECT value FROM kv WHERE key = ?1")?
+                    .query_row([key], |row| row.get(0))
+                    .optional()
+            }),
+        }
+    }
+
+    /// How many keys exist. O(log n).
+    ///
+    /// # Errors
+    /// A SQLite read failed.
+    pub fn len(&self) -> walbuf::Result<u64> {
+        self.store.live_count()
+    }
+
+    /// Waits until every write so far is in SQLite.
+    ///
+    /// # Errors
+    /// As [`Store::flush`].
+    pub fn flush(&self) -> walbuf::Result<()> {
+        self.store.flush()
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let config = StoreConfig {
+        log: walbuf::log::Config {
+            sync_policy: walbuf::SyncPolicy::Periodic { interval_ms: 10 },
+            ..walbuf::log::Config::default()
+        },
+        ..StoreConfig::default()
+    };
+    let started = std::time::Instant::now();
+    {
+        let (kv, _) = KvStore::open(dir.path(), config.clone())?;
+        for index in 0..100_000u32 {
+            kv.put(&index.to_be_bytes(), &[7u8; 100])?;
+        }
+        for index in (0..100_000u32).step_by(10) {
+            kv.delete(&index.to_be_bytes())?;
+        }
+        println!(
+            "wrote 110000 ops in {:?}; {} keys; {} ops still buffered",
+            started.elapsed(),
+            kv.len()?,
+            kv.store.stats().pending_ops
+        );
+    }
+    let (kv, report) = KvStore::open(dir.path(), config)?;
+    println!(
+        "reopened in {:?} (replayed {} ops): {} keys, key 1 = {:?} bytes",
+        report.elapsed,
+        report.ops_replayed,
+        kv.len()?,
+        kv.get(&1u32.to_be_bytes())?.map(|value| value.len())
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> StoreConfig {
+        StoreConfig {
+            log: walbuf::log::Config {
+                segment_size_bytes: 1 << 20,
+                max_record_bytes: 64 << 10,
+                sync_policy: walbuf::SyncPolicy::None,
+                ..walbuf::log::Config::default()
+            },
+            flush_interval_ms: 3_600_000,
+            ..StoreConfig::default()
+        }
+    }
+
+    #[test]
+    fn puts_gets_deletes_and_counts_across_flushes_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (kv, _) = KvStore::open(dir.path(), config()).expect("open");
+            kv.put(b"a", b"1").expect("put");
+            kv.put(b"b", b"2").expect("put");
+            assert_eq!(kv.get(b"a").expect("get"), Some(b"1".to_vec()));
+            kv.flush().expect("flush");
+            kv.put(b"a", b"3").expect("overwrite a flushed key");
+            assert!(kv.delete(b"b").expect("delete"));
+            assert!(!kv.delete(b"zz").expect("delete a missing key"));
+            assert_eq!(kv.get(b"a").expect("get"), Some(b"3".to_vec()));
+            assert_eq!(kv.get(b"b").expect("get"), None);
+            assert_eq!(kv.len().expect("len"), 1);
+            kv.put(b"c", b"4").expect("put");
+        }
+        let (kv, _) = KvStore::open(dir.path(), config()).expect("reopen");
+        assert_eq!(kv.get(b"a").expect("get"), Some(b"3".to_vec()));
+        assert_eq!(kv.get(b"b").expect("get"), None);
+        assert_eq!(kv.get(b"c").expect("get"), Some(b"4".to_vec()));
+        assert_eq!(kv.len().expect("len"), 2);
+        kv.flush().expect("flush");
+        assert_eq!(kv.len().expect("len"), 2);
+    }
+
+    #[test]
+    fn the_kv_database_is_not_a_shape_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(KvStore::open(dir.path(), config()).expect("open"));
+        let error = walbuf::ShapeRegistry::open(dir.path(), config()).expect_err("other schema");
+        assert!(
+            matches!(error, walbuf::Error::IncompatibleDatabase { .. }),
+            "{error}"
+        );
+    }
+}
