@@ -35,10 +35,13 @@ pub enum KvOp {
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
 
+/// A buffered value, or `None` for a delete.
+type Version = Option<Arc<Vec<u8>>>;
+
 /// Buffered versions per key: `(key, op key)` → the value, or `None` for a delete.
 #[derive(Default)]
 pub struct KvOverlay {
-    versions: SkipMap<(Vec<u8>, u64), Option<Arc<Vec<u8>>>>,
+    versions: SkipMap<(Vec<u8>, u64), Version>,
 }
 
 /// The key–value [`Schema`].
@@ -271,7 +274,7 @@ impl KvStore {
     ///
     /// # Errors
     /// A SQLite read failed.
-    pub fn len(&self) -> walbuf::Result<u64> {
+    pub fn key_count(&self) -> walbuf::Result<u64> {
         self.store.live_count()
     }
 
@@ -305,7 +308,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "wrote 110000 ops in {:?}; {} keys; {} ops still buffered",
             started.elapsed(),
-            kv.len()?,
+            kv.key_count()?,
             kv.store.stats().pending_ops
         );
     }
@@ -314,7 +317,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "reopened in {:?} (replayed {} ops): {} keys, key 1 = {:?} bytes",
         report.elapsed,
         report.ops_replayed,
-        kv.len()?,
+        kv.key_count()?,
         kv.get(&1u32.to_be_bytes())?.map(|value| value.len())
     );
     Ok(())
@@ -351,16 +354,16 @@ mod tests {
             assert!(!kv.delete(b"zz").expect("delete a missing key"));
             assert_eq!(kv.get(b"a").expect("get"), Some(b"3".to_vec()));
             assert_eq!(kv.get(b"b").expect("get"), None);
-            assert_eq!(kv.len().expect("len"), 1);
+            assert_eq!(kv.key_count().expect("len"), 1);
             kv.put(b"c", b"4").expect("put");
         }
         let (kv, _) = KvStore::open(dir.path(), config()).expect("reopen");
         assert_eq!(kv.get(b"a").expect("get"), Some(b"3".to_vec()));
         assert_eq!(kv.get(b"b").expect("get"), None);
         assert_eq!(kv.get(b"c").expect("get"), Some(b"4".to_vec()));
-        assert_eq!(kv.len().expect("len"), 2);
+        assert_eq!(kv.key_count().expect("len"), 2);
         kv.flush().expect("flush");
-        assert_eq!(kv.len().expect("len"), 2);
+        assert_eq!(kv.key_count().expect("len"), 2);
     }
 
     #[test]

@@ -105,16 +105,14 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
         max_bytes: u64,
     ) -> Vec<(u64, Arc<Op>, u64)> {
         let mut run = Vec::new();
-        let mut expected = first;
         let mut bytes = 0;
-        for entry in self.ops.range(first..=last) {
+        for (expected, entry) in (first..).zip(self.ops.range(first..=last)) {
             if *entry.key() != expected || run.len() >= max_ops || (bytes >= max_bytes) {
                 break;
             }
             let pending = entry.value();
             bytes += pending.bytes;
             run.push((expected, Arc::clone(&pending.op), pending.count_after));
-            expected += 1;
         }
         run
     }

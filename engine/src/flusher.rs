@@ -126,7 +126,9 @@ fn wait_for_work<S: Schema, St: Storage>(
         signal.requested = false;
         let remaining = interval.saturating_sub(last_round.elapsed());
         // Bounded: visibility under `Sync` advances without a signal to this thread.
-        let step = remaining.min(Duration::from_millis(5)).max(Duration::from_micros(200));
+        let step = remaining
+            .min(Duration::from_millis(5))
+            .max(Duration::from_micros(200));
         let _ = shared.signal_changed.wait_for(&mut signal, step);
     }
 }
@@ -164,11 +166,7 @@ fn apply_with_retries<S: Schema, St: Storage>(
                     "flush batch failed and was rolled back; retrying"
                 );
                 if deterministic_failures >= config.deterministic_failure_attempts {
-                    shared.fail(Error::sqlite(
-                        "apply batch",
-                        &shared.database_path,
-                        source,
-                    ));
+                    shared.fail(Error::sqlite("apply batch", &shared.database_path, source));
                     return false;
                 }
                 if stopping || shared.signal.lock().stop {

@@ -44,6 +44,6 @@ pub mod store;
 pub use error::{Error, Result};
 pub use log::{Log, SyncPolicy};
 pub use schema::Schema;
-pub use shapes::{NewShape, Relation, RegistryError, Shape, ShapeRegistry, SnapshotState};
+pub use shapes::{NewShape, RegistryError, Relation, Shape, ShapeRegistry, SnapshotState};
 pub use store::{RecoveryReport, Store, StoreConfig, StoreStats};
 pub use walbuf_recovery as recovery;

@@ -59,6 +59,21 @@ pub trait Schema: Send + Sync + 'static {
     /// An empty overlay.
     fn new_overlay(&self) -> Self::Overlay;
 
+    /// Called once on open, before recovery replays buffered ops, with the write connection:
+    /// a schema may load what its overlay caches about SQLite (e.g. a filter of the keys that
+    /// exist there). The default does nothing.
+    ///
+    /// # Errors
+    /// Any SQLite error (the open fails).
+    fn load(
+        &self,
+        overlay: &Self::Overlay,
+        connection: &rusqlite::Connection,
+    ) -> rusqlite::Result<()> {
+        let _ = (overlay, connection);
+        Ok(())
+    }
+
     /// The log record kind (1..=127) of `op`.
     fn kind(&self, op: &Self::Op) -> u8;
 

@@ -162,13 +162,15 @@ pub fn read_meta(connection: &Connection) -> rusqlite::Result<Meta> {
 /// # Errors
 /// Any SQLite error.
 pub fn write_meta(tx: &rusqlite::Transaction<'_>, meta: Meta) -> rusqlite::Result<()> {
-    let mut statement =
-        tx.prepare_cached("UPDATE walbuf_meta SET value = ?2 WHERE name = ?1")?;
+    let mut statement = tx.prepare_cached("UPDATE walbuf_meta SET value = ?2 WHERE name = ?1")?;
     statement.execute(rusqlite::params![
         "applied_op_key",
         meta.applied_op_key.cast_signed()
     ])?;
-    statement.execute(rusqlite::params!["live_count", meta.live_count.cast_signed()])?;
+    statement.execute(rusqlite::params![
+        "live_count",
+        meta.live_count.cast_signed()
+    ])?;
     Ok(())
 }
 

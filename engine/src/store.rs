@@ -28,8 +28,8 @@ use crate::flusher;
 use crate::log::{self, Log, SyncPolicy};
 use crate::schema::Schema;
 use crate::sqlite::{self, ReadPool, SqliteConfig};
-use crate::storage::Storage;
 use crate::storage::FsStorage;
+use crate::storage::Storage;
 
 /// File name of the SQLite database inside a store directory.
 pub const DATABASE_FILE: &str = "walbuf.db";
@@ -44,7 +44,10 @@ const OP_PREFIX_LEN: usize = 8;
 /// with the batch's op keys: return an error to make the batch fail (tests of retries and of
 /// a failed store), or sleep to make SQLite slow (tests of backpressure).
 #[derive(Clone)]
-pub struct ApplyHook(pub Arc<dyn Fn(&[u64]) -> rusqlite::Result<()> + Send + Sync>);
+pub struct ApplyHook(pub Arc<ApplyHookFn>);
+
+/// The function behind an [`ApplyHook`]: called with the batch's op keys.
+pub type ApplyHookFn = dyn Fn(&[u64]) -> rusqlite::Result<()> + Send + Sync;
 
 impl std::fmt::Debug for ApplyHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -387,6 +390,9 @@ impl<S: Schema, St: Storage> Store<S, St> {
         config.validate()?;
         let (connection, meta) = sqlite::open_writer(database_path, &schema, &config.sqlite)?;
         let overlay = schema.new_overlay();
+        schema
+            .load(&overlay, &connection)
+            .map_err(|source| Error::sqlite("load overlay", database_path, source))?;
         let buffer = Buffer::default();
         let mut decode_error = None;
         let mut replay = |record: &Record<'_>| -> std::result::Result<
@@ -657,7 +663,6 @@ impl<S: Schema, St: Storage> Store<S, St> {
     /// Keeps the flusher from dropping committed ops from the overlay while the guard lives:
     /// a reader that merges the overlay with SQLite over several statements holds it, so that
     /// no op is in neither. Hold it briefly: the flusher waits for it after each commit.
-    #[must_use]
     pub fn hold_overlay(&self) -> RwLockReadGuard<'_, ()> {
         self.shared.cleanup_gate.read()
     }

@@ -60,8 +60,11 @@ impl LastRead {
         if n == 0 {
             return Vec::new();
         }
-        // A max-heap on time: its top is the most recent of the n oldest kept so far.
-        let mut heap: BinaryHeap<(Instant, String)> = BinaryHeap::with_capacity(n + 1);
+        // A max-heap on time: its top is the most recent of the n oldest kept so far. Its
+        // capacity is bounded by what there is, not by `n` (which may be `usize::MAX`).
+        let tracked: usize = self.shards.iter().map(|shard| shard.lock().len()).sum();
+        let mut heap: BinaryHeap<(Instant, String)> =
+            BinaryHeap::with_capacity(n.min(tracked).saturating_add(1));
         for shard in &self.shards {
             let shard = shard.lock();
             for (handle, time) in shard.iter() {
@@ -103,6 +106,7 @@ mod tests {
         assert_eq!(handles, vec!["b", "c"]);
         assert!(last_read.least_recent(0).is_empty());
         assert_eq!(last_read.least_recent(10).len(), 4);
+        assert_eq!(last_read.least_recent(usize::MAX).len(), 4, "no overflow, no huge heap");
         last_read.forget("b");
         assert_eq!(last_read.least_recent(1)[0].0, "c");
         last_read.clear();

@@ -22,8 +22,8 @@ use self::last_read::LastRead;
 use self::overlay::Resolved;
 use crate::error::Error;
 use crate::schema::{BatchOp, DecodeError, Schema};
-use crate::storage::Storage;
 use crate::storage::FsStorage;
+use crate::storage::Storage;
 use crate::store::{Accepted, RecoveryReport, Store, StoreConfig, StoreStats, Validation, Wait};
 
 /// Why a registry operation was refused.
@@ -84,6 +84,14 @@ impl Schema for ShapeSchema {
 
     fn new_overlay(&self) -> ShapeOverlay {
         ShapeOverlay::default()
+    }
+
+    fn load(
+        &self,
+        overlay: &ShapeOverlay,
+        connection: &rusqlite::Connection,
+    ) -> rusqlite::Result<()> {
+        sql::load_presence(connection, overlay)
     }
 
     fn kind(&self, op: &ShapeOp) -> u8 {
@@ -173,6 +181,9 @@ impl<St: Storage> ShapeRegistry<St> {
         {
             Resolved::Live(shape) => Ok(Some(shape)),
             Resolved::Gone => Ok(None),
+            Resolved::Sqlite { .. } if !validation.overlay().presence.may_hold_handle(handle) => {
+                Ok(None)
+            }
             Resolved::Sqlite { mark } => {
                 let shape = validation.sqlite("read shape", |c| sql::shape(c, handle))?;
                 Ok(shape.map(|mut shape| {
@@ -196,6 +207,9 @@ impl<St: Storage> ShapeRegistry<St> {
             Resolved::Live(_) => Ok(true),
             Resolved::Gone => Ok(false),
             Resolved::Sqlite { .. } => {
+                if !validation.overlay().presence.may_hold_handle(handle) {
+                    return Ok(false);
+                }
                 validation.sqlite("read shape", |c| sql::has_handle(c, handle))
             }
         }
@@ -203,10 +217,14 @@ impl<St: Storage> ShapeRegistry<St> {
 
     // ----- writes -----
 
-    fn write(&self, wait: Wait, op: impl FnOnce(&Validation<'_, ShapeSchema, St>) -> Result<Accepted<ShapeOp>>) -> Result<u64> {
-        let (op_key, ()) = self
-            .store
-            .submit(wait, |validation| op(validation).map(|accepted| (accepted, ())))?;
+    fn write(
+        &self,
+        wait: Wait,
+        op: impl FnOnce(&Validation<'_, ShapeSchema, St>) -> Result<Accepted<ShapeOp>>,
+    ) -> Result<u64> {
+        let (op_key, ()) = self.store.submit(wait, |validation| {
+            op(validation).map(|accepted| (accepted, ()))
+        })?;
         Ok(op_key)
     }
 
@@ -243,6 +261,14 @@ impl<St: Storage> ShapeRegistry<St> {
             {
                 Resolved::Live(handle) => Some(handle),
                 Resolved::Gone => None,
+                Resolved::Sqlite { .. }
+                    if !validation
+                        .overlay()
+                        .presence
+                        .may_hold_comparable(&shape.comparable) =>
+                {
+                    None
+                }
                 Resolved::Sqlite { .. } => {
                     let holder = validation.sqlite("read comparable", |c| {
                         sql::handle_for_comparable(c, &shape.comparable)
@@ -418,11 +444,9 @@ impl<St: Storage> ShapeRegistry<St> {
             Resolved::Live(handle) => Some(handle),
             Resolved::Gone => None,
             Resolved::Sqlite { .. } => {
-                let holder = self
-                    .store
-                    .read_sqlite("read comparable", |c| {
-                        sql::handle_for_comparable(c, comparable)
-                    })?;
+                let holder = self.store.read_sqlite("read comparable", |c| {
+                    sql::handle_for_comparable(c, comparable)
+                })?;
                 match holder {
                     // A buffered remove of SQLite's holder hides it.
                     Some(holder) if self.resolve_meta(&holder)?.is_some() => Some(holder),
@@ -537,7 +561,7 @@ impl<St: Storage> ShapeRegistry<St> {
             view,
             reset,
             overlay_next: None,
-            overlay_after: None,
+            cursor: None,
             overlay_done: false,
             page: std::collections::VecDeque::new(),
             page_after: None,
@@ -596,9 +620,10 @@ pub struct ShapeIter<'a, St: Storage> {
     _gate: parking_lot::RwLockReadGuard<'a, ()>,
     view: u64,
     reset: Option<u64>,
-    /// The next buffered handle and the overlay's verdict on it.
-    overlay_next: Option<(String, Resolved<Shape>)>,
-    overlay_after: Option<String>,
+    /// The next handle with a buffered add.
+    overlay_next: Option<String>,
+    /// The last handle the merge passed.
+    cursor: Option<String>,
     overlay_done: bool,
     page: std::collections::VecDeque<Shape>,
     page_after: Option<String>,
@@ -614,15 +639,12 @@ impl<St: Storage> ShapeIter<'_, St> {
         if self.overlay_next.is_some() || self.overlay_done {
             return;
         }
-        let overlay = self.registry.store.overlay();
-        match overlay.next_handle(self.overlay_after.as_deref()) {
-            Some(handle) => {
-                let resolved = overlay.resolve_after(&handle, self.view, self.reset);
-                self.overlay_after = Some(handle.clone());
-                self.overlay_next = Some((handle, resolved));
-            }
-            None => self.overlay_done = true,
-        }
+        self.overlay_next = self
+            .registry
+            .store
+            .overlay()
+            .next_added_handle(self.cursor.as_deref());
+        self.overlay_done = self.overlay_next.is_none();
     }
 
     fn fill_page(&mut self) -> Result<()> {
@@ -649,41 +671,33 @@ impl<St: Storage> Iterator for ShapeIter<'_, St> {
     type Item = Result<Shape>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        loop {
+        while !self.failed {
             self.fill_overlay();
             if let Err(error) = self.fill_page() {
                 self.failed = true;
                 return Some(Err(error));
             }
-            let overlay_handle = self.overlay_next.as_ref().map(|(handle, _)| handle.as_str());
-            let sqlite_handle = self.page.front().map(|shape| shape.handle.as_str());
-            let ordering = match (overlay_handle, sqlite_handle) {
+            // The smallest handle at the head of either stream; both advance past it.
+            let handle = match (&self.overlay_next, self.page.front()) {
                 (None, None) => return None,
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some(o), Some(s)) => o.cmp(s),
+                (Some(handle), None) => handle.clone(),
+                (None, Some(row)) => row.handle.clone(),
+                (Some(handle), Some(row)) => handle.min(&row.handle).clone(),
             };
-            let from_sqlite = match ordering {
-                std::cmp::Ordering::Greater => None,
-                std::cmp::Ordering::Equal => self.page.pop_front(),
-                std::cmp::Ordering::Less => {
-                    // Buffered only: SQLite has no row for it (any more).
-                    None
-                }
+            let row = match self.page.front() {
+                Some(row) if row.handle == handle => self.page.pop_front(),
+                _ => None,
             };
-            if ordering == std::cmp::Ordering::Greater {
-                if let Some(shape) = self.page.pop_front() {
-                    return Some(Ok(shape));
-                }
-                continue;
+            if self.overlay_next.as_deref() == Some(handle.as_str()) {
+                self.overlay_next = None;
             }
-            let Some((_, resolved)) = self.overlay_next.take() else {
-                continue;
-            };
-            match (resolved, from_sqlite) {
+            let resolved = self
+                .registry
+                .store
+                .overlay()
+                .resolve_after(&handle, self.view, self.reset);
+            self.cursor = Some(handle);
+            match (resolved, row) {
                 (Resolved::Live(shape), _) => return Some(Ok(shape)),
                 (Resolved::Gone, _) | (Resolved::Sqlite { .. }, None) => {}
                 (Resolved::Sqlite { mark }, Some(mut shape)) => {
@@ -694,5 +708,6 @@ impl<St: Storage> Iterator for ShapeIter<'_, St> {
                 }
             }
         }
+        None
     }
 }

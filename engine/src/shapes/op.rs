@@ -351,7 +351,10 @@ mod tests {
             let mut bytes = Vec::new();
             op.encode(&mut bytes);
             for len in 0..bytes.len() {
-                assert!(ShapeOp::decode(op.kind(), &bytes[..len]).is_err(), "{op:?} at {len}");
+                assert!(
+                    ShapeOp::decode(op.kind(), &bytes[..len]).is_err(),
+                    "{op:?} at {len}"
+                );
             }
             bytes.push(0);
             assert!(ShapeOp::decode(op.kind(), &bytes).is_err());

@@ -5,10 +5,13 @@
 //!
 //! All lookups are O(log n) in the number of buffered ops; none scans the buffer.
 
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::ops::Bound;
 use std::sync::Arc;
 
 use crossbeam_skiplist::SkipMap;
+use parking_lot::RwLock;
 
 use super::op::{Shape, ShapeOp, SnapshotState};
 
@@ -37,51 +40,212 @@ pub(crate) enum Resolved<T> {
     },
 }
 
+/// Shards of each hash index: writers and readers of different keys rarely meet.
+const SHARDS: usize = 32;
+
+/// Versions of one key, in op-key order (usually one or two).
+type Versions<V> = Vec<(u64, V)>;
+
+/// A sharded hash index from a key to its buffered versions.
+struct VersionIndex<K, V> {
+    state: foldhash::fast::RandomState,
+    shards: [RwLock<HashMap<K, Versions<V>, foldhash::fast::RandomState>>; SHARDS],
+}
+
+impl<K: Hash + Eq, V> Default for VersionIndex<K, V> {
+    fn default() -> Self {
+        Self {
+            state: foldhash::fast::RandomState::default(),
+            shards: std::array::from_fn(|_| RwLock::new(HashMap::default())),
+        }
+    }
+}
+
+impl<K: Hash + Eq, V> VersionIndex<K, V> {
+    fn shard<Q: Hash + ?Sized>(
+        &self,
+        key: &Q,
+    ) -> &RwLock<HashMap<K, Versions<V>, foldhash::fast::RandomState>> {
+        &self.shards[self.state.hash_one(key) as usize % SHARDS]
+    }
+
+    fn insert(&self, key: K, op_key: u64, value: V) {
+        let mut shard = self.shard(&key).write();
+        let versions = shard.entry(key).or_default();
+        // Keys are submitted in order, so this is an append except during replay races.
+        let position = versions.partition_point(|(existing, _)| *existing < op_key);
+        versions.insert(position, (op_key, value));
+    }
+
+    /// Removes exactly the version written by `op_key` (compare-and-delete).
+    fn remove<Q>(&self, key: &Q, op_key: u64)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut shard = self.shard(key).write();
+        if let Some(versions) = shard.get_mut(key) {
+            versions.retain(|(existing, _)| *existing != op_key);
+            if versions.is_empty() {
+                shard.remove(key);
+            }
+        }
+    }
+
+    /// Calls `visit` with the versions of `key` in `(floor, view]`, newest first, until it
+    /// returns `Some`.
+    fn find_latest<Q, T>(
+        &self,
+        key: &Q,
+        floor: u64,
+        view: u64,
+        mut visit: impl FnMut(&V) -> Option<T>,
+    ) -> Option<T>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let shard = self.shard(key).read();
+        let versions = shard.get(key)?;
+        versions
+            .iter()
+            .rev()
+            .filter(|(op_key, _)| *op_key <= view && *op_key > floor)
+            .find_map(|(_, value)| visit(value))
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|shard| shard.read().len()).sum()
+    }
+}
+
+/// oid → the `(handle, op key)` of each buffered add reading it.
+type RelationShard =
+    HashMap<u32, HashSet<(String, u64), foldhash::fast::RandomState>, foldhash::fast::RandomState>;
+
 /// The registry's overlay.
 #[derive(Default)]
 pub struct ShapeOverlay {
-    pub(crate) handles: SkipMap<(String, u64), HandleVersion>,
-    comparables: SkipMap<(Vec<u8>, u64), Option<String>>,
-    relations: SkipMap<(u32, String, u64), ()>,
+    /// handle → versions (adds, removes, marks).
+    handles: VersionIndex<String, HandleVersion>,
+    /// comparable → versions (the handle holding it, or `None` once released).
+    comparables: VersionIndex<Vec<u8>, Option<String>>,
+    /// oid → the buffered adds reading it.
+    relations: [RwLock<RelationShard>; SHARDS],
+    /// Buffered adds in handle order, for listings.
+    added: SkipMap<(String, u64), ()>,
     resets: SkipMap<u64, ()>,
+    /// Every handle and comparable that may be in SQLite.
+    pub(crate) presence: Presence,
+}
+
+/// A set of hashes of every handle and comparable that SQLite may hold: loaded from SQLite
+/// on open, extended by every add before it can reach SQLite, never shrunk (a removed key
+/// only costs a SQLite lookup). A key whose hash is absent is certainly not in SQLite, so
+/// the common case — adding a new shape — validates without reading SQLite.
+#[derive(Default)]
+pub(crate) struct Presence {
+    state: foldhash::quality::RandomState,
+    hashes: RwLock<HashSet<u64, BuildHasherDefault<IdentityHasher>>>,
+}
+
+/// The hashes are already uniform: hash them as themselves.
+#[derive(Default)]
+pub(crate) struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+impl Presence {
+    fn hash(&self, tag: u8, key: &[u8]) -> u64 {
+        let mut hasher = self.state.build_hasher();
+        hasher.write_u8(tag);
+        hasher.write(key);
+        hasher.finish()
+    }
+
+    /// Records that `handle` and `comparable` may be in SQLite.
+    pub(crate) fn insert(&self, handle: &str, comparable: &[u8]) {
+        let handle = self.hash(b'h', handle.as_bytes());
+        let comparable = self.hash(b'c', comparable);
+        let mut hashes = self.hashes.write();
+        hashes.insert(handle);
+        hashes.insert(comparable);
+    }
+
+    /// Whether SQLite may hold `handle`.
+    pub(crate) fn may_hold_handle(&self, handle: &str) -> bool {
+        self.hashes
+            .read()
+            .contains(&self.hash(b'h', handle.as_bytes()))
+    }
+
+    /// Whether SQLite may hold `comparable`.
+    pub(crate) fn may_hold_comparable(&self, comparable: &[u8]) -> bool {
+        self.hashes.read().contains(&self.hash(b'c', comparable))
+    }
 }
 
 impl std::fmt::Debug for ShapeOverlay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShapeOverlay")
-            .field("handle_entries", &self.handles.len())
+            .field("handles", &self.handles.len())
             .field("resets", &self.resets.len())
             .finish_non_exhaustive()
     }
 }
 
 impl ShapeOverlay {
+    fn relation_shard(&self, oid: u32) -> &RwLock<RelationShard> {
+        &self.relations[oid as usize % SHARDS]
+    }
+
     pub(crate) fn index(&self, op_key: u64, op: &ShapeOp) {
         match op {
             ShapeOp::Add(shape) => {
+                self.presence.insert(&shape.handle, &shape.comparable);
                 self.handles.insert(
-                    (shape.handle.clone(), op_key),
+                    shape.handle.clone(),
+                    op_key,
                     HandleVersion::Added(Arc::clone(shape)),
                 );
                 self.comparables.insert(
-                    (shape.comparable.clone(), op_key),
+                    shape.comparable.clone(),
+                    op_key,
                     Some(shape.handle.clone()),
                 );
                 for relation in &shape.relations {
-                    self.relations
-                        .insert((relation.oid, shape.handle.clone(), op_key), ());
+                    self.relation_shard(relation.oid)
+                        .write()
+                        .entry(relation.oid)
+                        .or_default()
+                        .insert((shape.handle.clone(), op_key));
                 }
+                self.added.insert((shape.handle.clone(), op_key), ());
             }
             ShapeOp::Remove {
                 handle, comparable, ..
             } => {
                 self.handles
-                    .insert((handle.clone(), op_key), HandleVersion::Removed);
-                self.comparables.insert((comparable.clone(), op_key), None);
+                    .insert(handle.clone(), op_key, HandleVersion::Removed);
+                self.comparables.insert(comparable.clone(), op_key, None);
             }
             ShapeOp::Mark { handle, state } => {
                 self.handles
-                    .insert((handle.clone(), op_key), HandleVersion::Marked(*state));
+                    .insert(handle.clone(), op_key, HandleVersion::Marked(*state));
             }
             ShapeOp::Reset => {
                 self.resets.insert(op_key, ());
@@ -92,22 +256,27 @@ impl ShapeOverlay {
     pub(crate) fn unindex(&self, op_key: u64, op: &ShapeOp) {
         match op {
             ShapeOp::Add(shape) => {
-                self.handles.remove(&(shape.handle.clone(), op_key));
-                self.comparables
-                    .remove(&(shape.comparable.clone(), op_key));
+                self.handles.remove(shape.handle.as_str(), op_key);
+                self.comparables.remove(shape.comparable.as_slice(), op_key);
                 for relation in &shape.relations {
-                    self.relations
-                        .remove(&(relation.oid, shape.handle.clone(), op_key));
+                    let mut shard = self.relation_shard(relation.oid).write();
+                    if let Some(handles) = shard.get_mut(&relation.oid) {
+                        handles.remove(&(shape.handle.clone(), op_key));
+                        if handles.is_empty() {
+                            shard.remove(&relation.oid);
+                        }
+                    }
                 }
+                self.added.remove(&(shape.handle.clone(), op_key));
             }
             ShapeOp::Remove {
                 handle, comparable, ..
             } => {
-                self.handles.remove(&(handle.clone(), op_key));
-                self.comparables.remove(&(comparable.clone(), op_key));
+                self.handles.remove(handle.as_str(), op_key);
+                self.comparables.remove(comparable.as_slice(), op_key);
             }
             ShapeOp::Mark { handle, .. } => {
-                self.handles.remove(&(handle.clone(), op_key));
+                self.handles.remove(handle.as_str(), op_key);
             }
             ShapeOp::Reset => {
                 self.resets.remove(&op_key);
@@ -135,42 +304,43 @@ impl ShapeOverlay {
         view: u64,
         reset: Option<u64>,
     ) -> Resolved<Shape> {
+        // Versions strictly after the reset count (a reset's own key holds no version).
         let floor = reset.unwrap_or(0);
         let mut mark: Option<SnapshotState> = None;
-        let low = (handle.to_owned(), floor);
-        let high = (handle.to_owned(), view);
-        for entry in self.handles.range(low..=high).rev() {
-            match entry.value() {
+        let found = self
+            .handles
+            .find_latest(handle, floor, view, |version| match version {
                 HandleVersion::Added(shape) => {
                     let mut shape = Shape::clone(shape);
                     if let Some(mark) = mark {
                         shape.snapshot = shape.snapshot.max(mark);
                     }
-                    return Resolved::Live(shape);
+                    Some(Resolved::Live(shape))
                 }
-                HandleVersion::Removed => return Resolved::Gone,
+                HandleVersion::Removed => Some(Resolved::Gone),
                 HandleVersion::Marked(state) => {
                     mark = Some(mark.map_or(*state, |mark| mark.max(*state)));
+                    None
                 }
-            }
-        }
-        if reset.is_some() {
-            Resolved::Gone
-        } else {
-            Resolved::Sqlite { mark }
+            });
+        match found {
+            Some(resolved) => resolved,
+            None if reset.is_some() => Resolved::Gone,
+            None => Resolved::Sqlite { mark },
         }
     }
 
     /// What the overlay says about the handle holding `comparable` as of `view`.
     pub(crate) fn resolve_comparable(&self, comparable: &[u8], view: u64) -> Resolved<String> {
         let reset = self.reset_at(view);
-        let low = (comparable.to_vec(), reset.unwrap_or(0));
-        let high = (comparable.to_vec(), view);
-        match self.comparables.range(low..=high).next_back() {
-            Some(entry) => match entry.value() {
-                Some(handle) => Resolved::Live(handle.clone()),
-                None => Resolved::Gone,
-            },
+        let found = self
+            .comparables
+            .find_latest(comparable, reset.unwrap_or(0), view, |holder| {
+                Some(holder.clone())
+            });
+        match found {
+            Some(Some(handle)) => Resolved::Live(handle),
+            Some(None) => Resolved::Gone,
             None if reset.is_some() => Resolved::Gone,
             None => Resolved::Sqlite { mark: None },
         }
@@ -180,25 +350,24 @@ impl ShapeOverlay {
     /// table with `oid`: candidates, to be confirmed by resolving each.
     pub(crate) fn handles_with_oid(&self, oid: u32, view: u64, out: &mut Vec<String>) {
         let floor = self.reset_at(view).unwrap_or(0);
-        let low = (oid, String::new(), 0);
-        for entry in self.relations.range(low..) {
-            let (entry_oid, handle, op_key) = entry.key();
-            if *entry_oid != oid {
-                break;
-            }
-            if *op_key <= view && *op_key >= floor {
-                out.push(handle.clone());
-            }
+        let shard = self.relation_shard(oid).read();
+        if let Some(handles) = shard.get(&oid) {
+            out.extend(
+                handles
+                    .iter()
+                    .filter(|(_, op_key)| *op_key <= view && *op_key > floor)
+                    .map(|(handle, _)| handle.clone()),
+            );
         }
     }
 
-    /// The first handle after `after` (or the first at all) with any buffered entry.
-    pub(crate) fn next_handle(&self, after: Option<&str>) -> Option<String> {
+    /// The first handle after `after` (or the first at all) with a buffered add.
+    pub(crate) fn next_added_handle(&self, after: Option<&str>) -> Option<String> {
         let entry = match after {
             Some(after) => self
-                .handles
+                .added
                 .lower_bound(Bound::Excluded(&(after.to_owned(), u64::MAX))),
-            None => self.handles.front(),
+            None => self.added.front(),
         }?;
         Some(entry.key().0.clone())
     }

@@ -6,8 +6,8 @@
 //! the shape) and as `relations(oid, handle)`, a `WITHOUT ROWID` table that is the oid index.
 //! The live count lives in the core's `walbuf_meta`, written once per batch.
 
-use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::collections::BTreeMap;
 
 use super::op::{Shape, ShapeOp, SnapshotState, decode_relations, encode_relations};
 use crate::schema::BatchOp;
@@ -94,7 +94,8 @@ pub(crate) fn apply(tx: &Transaction<'_>, batch: &[BatchOp<ShapeOp>]) -> rusqlit
     }
     relation_deletes.sort_unstable();
     {
-        let mut delete = tx.prepare_cached("DELETE FROM relations WHERE oid = ?1 AND handle = ?2")?;
+        let mut delete =
+            tx.prepare_cached("DELETE FROM relations WHERE oid = ?1 AND handle = ?2")?;
         for (oid, handle) in &relation_deletes {
             delete.execute(params![oid, handle])?;
         }
@@ -131,9 +132,8 @@ pub(crate) fn apply(tx: &Transaction<'_>, batch: &[BatchOp<ShapeOp>]) -> rusqlit
         }
     }
     {
-        let mut update = tx.prepare_cached(
-            "UPDATE shapes SET snapshot = max(snapshot, ?2) WHERE handle = ?1",
-        )?;
+        let mut update =
+            tx.prepare_cached("UPDATE shapes SET snapshot = max(snapshot, ?2) WHERE handle = ?1")?;
         for (handle, net) in &nets {
             if let (Some(mark), None) = (net.mark, &net.insert) {
                 update.execute(params![handle, mark.code()])?;
@@ -163,6 +163,21 @@ fn shape_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Shape> {
     })
 }
 
+/// Loads every handle and comparable of SQLite into the overlay's presence filter.
+pub(crate) fn load_presence(
+    connection: &Connection,
+    overlay: &super::ShapeOverlay,
+) -> rusqlite::Result<()> {
+    let mut statement = connection.prepare("SELECT handle, comparable FROM shapes")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let handle = row.get_ref(0)?.as_str()?;
+        let comparable = row.get_ref(1)?.as_blob()?;
+        overlay.presence.insert(handle, comparable);
+    }
+    Ok(())
+}
+
 /// The shape with `handle`, if SQLite has it.
 pub(crate) fn shape(connection: &Connection, handle: &str) -> rusqlite::Result<Option<Shape>> {
     connection
@@ -189,7 +204,10 @@ pub(crate) fn meta(
         .prepare_cached("SELECT hash, snapshot FROM shapes WHERE handle = ?1")?
         .query_row([handle], |row| {
             let code: u8 = row.get(1)?;
-            Ok((row.get(0)?, SnapshotState::from_code(code).unwrap_or_default()))
+            Ok((
+                row.get(0)?,
+                SnapshotState::from_code(code).unwrap_or_default(),
+            ))
         })
         .optional()
 }
