@@ -320,6 +320,7 @@ pub fn replay(source: &dyn SegmentSource, options: Options, sink: &mut dyn Sink)
         expected: None,
         previous_sequence: None,
         stopped: false,
+        last_fed: None,
     };
     let count = names.len();
     for (index, (name_key, name)) in names.into_iter().enumerate() {
@@ -344,6 +345,8 @@ struct Driver {
     previous_sequence: Option<u64>,
     /// `PointInTime` stopped here: the rest is discarded.
     stopped: bool,
+    /// The op key last handed to the sink.
+    last_fed: Option<u64>,
 }
 
 /// What an anomaly does under the current mode.
@@ -412,7 +415,7 @@ impl Driver {
         // applied: segments wholly at or below the watermark may be retired in any order.
         let sequence_gap_is_applied = header.first_op_key <= self.options.watermark + 1;
         if let Some(previous) = self.previous_sequence
-            && header.sequence != previous + 1
+            && previous.checked_add(1) != Some(header.sequence)
             && !sequence_gap_is_applied
         {
             let error = Error::Inconsistent {
@@ -451,10 +454,12 @@ impl Driver {
                 return verdict;
             }
         }
-        self.expected = Some(scan.next_op_key());
+        // Only `Salvage` gets here with a segment that starts below `expected` (it overlaps
+        // what was replayed): never go back.
+        self.expected = Some(scan.next_op_key()).max(self.expected);
         self.report.records_scanned += scan.records.len() as u64;
         self.feed(&scan.records, sink)?;
-        self.report.last_op_key = scan.last_op_key().or(self.report.last_op_key);
+        self.report.last_op_key = scan.last_op_key().max(self.report.last_op_key);
 
         let Some(damage) = scan.damage else {
             return Ok(());
@@ -511,7 +516,7 @@ impl Driver {
             self.report.records_scanned += beyond.len() as u64;
             self.feed(&beyond, sink)?;
             if let Some(last) = beyond.last() {
-                self.expected = Some(last.op_key + 1);
+                self.expected = Some(last.op_key.saturating_add(1));
                 self.report.last_op_key = Some(last.op_key);
             }
         } else {
@@ -520,7 +525,7 @@ impl Driver {
         }
         if let (true, Some(mark)) = (is_last && !durable, scan.durable_mark) {
             // A mark that claims an op key the log no longer has proves ops missing.
-            if mark.op_key >= scan.next_op_key() {
+            if mark.op_key > scan.last_op_key().unwrap_or(header.first_op_key - 1) {
                 let error = Error::MissingOps {
                     expected: mark.op_key,
                     found: scan.last_op_key().unwrap_or(0),
@@ -533,8 +538,12 @@ impl Driver {
                     expected: mark.op_key,
                     found: scan.last_op_key().unwrap_or(0),
                 };
-                if let Some(verdict) = self.check(name, damage.offset, kind, error) {
-                    return verdict;
+                match self.anomaly(name, damage.offset, kind, error, false) {
+                    Verdict::Fail(error) => return Err(error),
+                    // `PointInTime`: the valid prefix of this segment was replayed and `cut`
+                    // marks its end; keep the segment (it is the last one anyway).
+                    Verdict::Stop => self.stopped = true,
+                    Verdict::Continue => {}
                 }
             }
         }
@@ -624,10 +633,16 @@ impl Driver {
             .iter()
             .filter(|record| record.op_key > self.options.watermark)
         {
+            // `Salvage` may meet records at or below one it replayed (a segment overlapping
+            // the previous one): the sink gets strictly increasing op keys only.
+            if self.last_fed.is_some_and(|last| record.op_key <= last) {
+                continue;
+            }
             sink.replay(record).map_err(|source| Error::Sink {
                 op_key: record.op_key,
                 source,
             })?;
+            self.last_fed = Some(record.op_key);
             self.report.records_replayed += 1;
         }
         Ok(())

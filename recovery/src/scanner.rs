@@ -81,11 +81,12 @@ impl SegmentScan<'_> {
         self.records.last().map(|record| record.op_key)
     }
 
-    /// The op key the next record appended to this segment would take.
+    /// The op key the next record appended to this segment would take (`u64::MAX` after a
+    /// record with op key `u64::MAX`, which no record can follow).
     #[must_use]
     pub fn next_op_key(&self) -> u64 {
         self.last_op_key()
-            .map_or(self.header.first_op_key, |key| key + 1)
+            .map_or(self.header.first_op_key, |key| key.saturating_add(1))
     }
 
     /// Whether the damage (if any) lies below the durable mark, so that bytes which had been
@@ -122,7 +123,8 @@ pub fn scan_segment(bytes: &[u8], max_record_bytes: u32) -> Result<SegmentScan<'
         beyond_damage: Vec::new(),
         file_len: end as u64,
     };
-    let mut expected_key = header.first_op_key;
+    // None after a record with op key u64::MAX: no op record can follow it.
+    let mut expected_key = Some(header.first_op_key);
     let mut offset = SEGMENT_HEADER_LEN;
     let problem = loop {
         let rest = &bytes[offset as usize..];
@@ -135,18 +137,19 @@ pub fn scan_segment(bytes: &[u8], max_record_bytes: u32) -> Result<SegmentScan<'
         };
         match record.kind {
             RecordKind::Op(_) => {
-                if record.op_key != expected_key {
+                if Some(record.op_key) != expected_key {
                     break Some(RecordProblem::KeyOutOfSequence {
-                        expected: expected_key,
+                        expected: expected_key.unwrap_or(u64::MAX),
                         found: record.op_key,
                     });
                 }
-                expected_key += 1;
+                expected_key = record.op_key.checked_add(1);
                 scan.records.push(record);
             }
             RecordKind::SyncMark => {
-                let claim_ok = mark_claim(&record)
-                    .is_some_and(|mark| mark.op_key < expected_key || mark.op_key == 0);
+                let claim_ok = mark_claim(&record).is_some_and(|mark| {
+                    mark.op_key == 0 || expected_key.is_none_or(|expected| mark.op_key < expected)
+                });
                 if !claim_ok {
                     break Some(RecordProblem::BadSyncMark);
                 }

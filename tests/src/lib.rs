@@ -24,4 +24,5 @@
 //! ```
 
 pub mod check;
+pub mod fuzz;
 pub mod sim;
