@@ -664,3 +664,138 @@ fn summary(name: &str, scan: &SegmentScan<'_>) -> SegmentSummary {
         kept: true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Regressions found by the scan_segment fuzz target; the inputs are in
+    //! fuzz/regressions/scan_segment/.
+    use super::*;
+    use crate::format::{RecordKind, SegmentHeader, encode_record};
+    use crate::naming::segment_file_name;
+
+    const SALT: u64 = 0x5a17;
+
+    struct Memory(Vec<(String, Vec<u8>)>);
+
+    impl SegmentSource for Memory {
+        fn file_names(&self) -> Result<Vec<String>> {
+            Ok(self.0.iter().map(|(name, _)| name.clone()).collect())
+        }
+
+        fn read_file(&self, name: &str) -> Result<Vec<u8>> {
+            Ok(self
+                .0
+                .iter()
+                .find(|(file, _)| file == name)
+                .map(|(_, bytes)| bytes.clone())
+                .unwrap_or_default())
+        }
+    }
+
+    /// A segment file named for `name_key` holding op records `keys`, then `extra` bytes.
+    fn segment(
+        name_key: u64,
+        sequence: u64,
+        first_op_key: u64,
+        keys: impl IntoIterator<Item = u64>,
+        extra: &[u8],
+    ) -> (String, Vec<u8>) {
+        let header = SegmentHeader {
+            sequence,
+            first_op_key,
+            salt: SALT,
+            capacity_bytes: 1024,
+        };
+        let mut bytes = header.encode().to_vec();
+        for key in keys {
+            bytes.extend(encode_record(SALT, RecordKind::Op(1), key, b"op"));
+        }
+        bytes.extend_from_slice(extra);
+        bytes.resize(1024, 0);
+        (segment_file_name(name_key), bytes)
+    }
+
+    fn run(source: &Memory, mode: Mode) -> (Result<Report>, Vec<u64>) {
+        let mut keys = Vec::new();
+        let mut sink = |record: &Record<'_>| {
+            keys.push(record.op_key);
+            Ok(())
+        };
+        let options = Options {
+            mode,
+            ..Options::default()
+        };
+        let result = replay(source, options, &mut sink);
+        (result, keys)
+    }
+
+    #[test]
+    fn salvage_never_replays_backwards() {
+        // The second segment overlaps the first (keys 2..=4 again): salvage skips what it
+        // replayed already, and next_op_key stays past everything replayed.
+        let source = Memory(vec![
+            segment(1, 1, 1, 1..=4, &[]),
+            segment(2, 2, 2, 2..=6, &[]),
+        ]);
+        let (report, keys) = run(&source, Mode::Salvage);
+        let report = report.expect("salvage never fails");
+        assert_eq!(keys, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(report.next_op_key, 7);
+        assert_eq!(report.last_op_key, Some(6));
+
+        let source = Memory(vec![
+            segment(1, 1, 1, 1..=4, &[]),
+            segment(2, 2, 2, 2..=3, &[]),
+        ]);
+        let (report, keys) = run(&source, Mode::Salvage);
+        assert_eq!(keys, [1, 2, 3, 4]);
+        assert_eq!(report.expect("salvage never fails").next_op_key, 5);
+    }
+
+    #[test]
+    fn salvage_past_op_key_u64_max() {
+        let mut beyond = vec![0xab; 8];
+        beyond.extend(encode_record(SALT, RecordKind::Op(1), u64::MAX, b"op"));
+        let source = Memory(vec![
+            segment(1, 1, 1, 1..=2, &beyond),
+            segment(3, 2, 3, 3..=4, &[]),
+        ]);
+        let (report, keys) = run(&source, Mode::Salvage);
+        let report = report.expect("salvage never fails");
+        assert_eq!(keys, [1, 2, u64::MAX]);
+        assert_eq!(report.next_op_key, u64::MAX);
+    }
+
+    #[test]
+    fn sequence_u64_max_then_another_segment() {
+        let source = Memory(vec![
+            segment(1, u64::MAX, 1, 1..=2, &[]),
+            segment(3, 0, 3, 3..=4, &[]),
+        ]);
+        let (result, _) = run(&source, Mode::TolerateTornTail);
+        assert!(matches!(result, Err(Error::Inconsistent { .. })));
+    }
+
+    #[test]
+    fn point_in_time_keeps_the_segment_it_cuts() {
+        // Ops 1 and 2, then a sync mark at offset 112 claiming offset 112 durable and op key 5:
+        // the mark breaks the prefix (a torn tail, since its claim does not reach the damage),
+        // yet proves op keys 3..=5 missing.
+        let mark = encode_record(SALT, RecordKind::SyncMark, 5, &112_u64.to_le_bytes());
+        let source = Memory(vec![segment(1, 1, 1, 1..=2, &mark)]);
+        let (result, keys) = run(&source, Mode::PointInTime);
+        let report = result.expect("point-in-time never fails");
+        assert_eq!(keys, [1, 2]);
+        assert_eq!(report.cut.as_ref().map(|cut| cut.offset), Some(112));
+        assert!(report.discarded_segments.is_empty());
+        assert!(report.segments[0].kept);
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|problem| matches!(problem.kind, ProblemKind::MissingOps { expected: 5, .. }))
+        );
+        let (result, _) = run(&source, Mode::TolerateTornTail);
+        assert!(matches!(result, Err(Error::MissingOps { expected: 5, .. })));
+    }
+}

@@ -307,6 +307,32 @@ mod tests {
     }
 
     #[test]
+    fn op_key_u64_max_ends_the_sequence_without_overflow() {
+        // Found by the scan_segment fuzz target (fuzz/regressions/scan_segment/scanner-overflow).
+        let header = SegmentHeader {
+            sequence: 1,
+            first_op_key: u64::MAX - 1,
+            salt: SALT,
+            capacity_bytes: 1024,
+        };
+        let mut bytes = header.encode().to_vec();
+        for key in [u64::MAX - 1, u64::MAX, u64::MAX] {
+            bytes.extend(op(key, b"k"));
+        }
+        bytes.resize(1024, 0);
+        let scan = scan_segment(&bytes, DEFAULT_MAX_RECORD_BYTES).expect("header");
+        assert_eq!(scan.last_op_key(), Some(u64::MAX));
+        assert_eq!(scan.next_op_key(), u64::MAX);
+        assert!(matches!(
+            scan.damage.map(|damage| damage.problem),
+            Some(RecordProblem::KeyOutOfSequence {
+                found: u64::MAX,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn short_file_reads_as_zeros() {
         let mut bytes = segment(1024, &[op(1, b"a")]);
         bytes.truncate(100);
