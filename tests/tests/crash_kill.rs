@@ -1,0 +1,335 @@
+#![allow(clippy::print_stderr)] // The summary line is the point of `make crash`.
+
+//! Real process kills: the `shape_victim` binary runs a concurrent shape workload under
+//! `SyncPolicy::Sync`, printing each op before it is submitted and once it is acknowledged;
+//! this test SIGKILLs it at a random moment — mid-burst, inside a slowed flush transaction,
+//! around rotations and retirements (64 KiB segments), or while it is still recovering — and
+//! reopens the store, checking after every kill:
+//!
+//! - acknowledged ⊆ recovered ⊆ submitted, per handle: the state is the one after its
+//!   acknowledged ops, or after those plus the one op that was in flight;
+//! - nothing applied twice (a second apply of an add would violate SQLite's unique index and
+//!   fail the store), SQLite and the registry agree, the count is right;
+//! - at the end, the log passes a `Strict` scan above the watermark.
+//!
+//! `make test` runs a short loop (10 trials of 5 kills); `make crash TRIALS=N` runs N trials.
+//! A failure prints the trial's seed: rerun with `WALBUF_SEED=<seed>`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use walbuf::ShapeRegistry;
+use walbuf::store::{DATABASE_FILE, LOG_DIRECTORY, StoreConfig};
+use walbuf::{SyncPolicy, log};
+use walbuf_recovery::replay::{DirectorySource, Mode, Options};
+
+const KILLS_PER_TRIAL: u32 = 5;
+const THREADS: u32 = 4;
+
+/// What one handle went through, as far as the parent knows.
+#[derive(Debug, Default, Clone)]
+struct History {
+    /// Acknowledged ops, in order.
+    acknowledged: Vec<Verb>,
+    /// The op submitted last and never acknowledged (the victim died during it).
+    in_flight: Option<Verb>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Add,
+    Remove,
+    Complete,
+}
+
+/// A shape's state: absent, or live with its snapshot complete or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Absent,
+    Live { complete: bool },
+}
+
+fn replay(verbs: impl IntoIterator<Item = Verb>) -> State {
+    verbs
+        .into_iter()
+        .fold(State::Absent, |state, verb| match verb {
+            Verb::Add => State::Live { complete: false },
+            Verb::Remove => State::Absent,
+            Verb::Complete => match state {
+                State::Live { .. } => State::Live { complete: true },
+                State::Absent => State::Absent,
+            },
+        })
+}
+
+impl History {
+    fn allowed(&self) -> Vec<State> {
+        let mut allowed = vec![replay(self.acknowledged.iter().copied())];
+        if let Some(verb) = self.in_flight {
+            allowed.push(replay(self.acknowledged.iter().copied().chain([verb])));
+        }
+        allowed
+    }
+}
+
+/// Everything the victims said, across the kills of one trial.
+#[derive(Default)]
+struct Ledger {
+    handles: BTreeMap<String, History>,
+    /// `(round, thread, seq)` → the handle and verb submitted.
+    submitted: BTreeMap<(u32, u32, u64), (String, Verb)>,
+    acknowledged: u64,
+}
+
+impl Ledger {
+    fn read(&mut self, round: u32, line: &str) -> Result<(), String> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["O", ..] => Ok(()),
+            ["S", thread, seq, verb, handle] => {
+                let verb = match *verb {
+                    "add" => Verb::Add,
+                    "remove" => Verb::Remove,
+                    "complete" => Verb::Complete,
+                    _ => return Err(format!("bad verb in {line:?}")),
+                };
+                let key = (round, parse(thread)?, parse(seq)?);
+                self.submitted.insert(key, ((*handle).to_owned(), verb));
+                self.handles
+                    .entry((*handle).to_owned())
+                    .or_default()
+                    .in_flight = Some(verb);
+                Ok(())
+            }
+            ["A", thread, seq, _op_key] => {
+                let key = (round, parse(thread)?, parse(seq)?);
+                let (handle, verb) = self
+                    .submitted
+                    .get(&key)
+                    .ok_or_else(|| format!("ack of an op never submitted: {line:?}"))?;
+                let history = self.handles.entry(handle.clone()).or_default();
+                history.in_flight = None;
+                history.acknowledged.push(*verb);
+                self.acknowledged += 1;
+                Ok(())
+            }
+            ["E", ..] => Err(format!("the victim failed: {line}")),
+            _ => Err(format!("unexpected victim output {line:?}")),
+        }
+    }
+
+    /// After a kill, an op in flight may or may not have happened; the next round's ops on
+    /// other handles come after it. Record the outcome recovery chose, so that later rounds
+    /// start from a known state.
+    fn settle(&mut self, registry: &ShapeRegistry) -> Result<(), String> {
+        for (handle, history) in &mut self.handles {
+            let found = observe(registry, handle)?;
+            let allowed = history.allowed();
+            if !allowed.contains(&found) {
+                return Err(format!(
+                    "{handle}: recovered {found:?}, allowed {allowed:?} (history {history:?})"
+                ));
+            }
+            if let Some(verb) = history.in_flight.take()
+                && found != allowed[0]
+            {
+                history.acknowledged.push(verb);
+            }
+        }
+        Ok(())
+    }
+
+    fn live(&self) -> u64 {
+        self.handles
+            .values()
+            .filter(|history| replay(history.acknowledged.iter().copied()) != State::Absent)
+            .count() as u64
+    }
+}
+
+fn parse<T: std::str::FromStr>(field: &str) -> Result<T, String> {
+    field.parse().map_err(|_| format!("bad number {field:?}"))
+}
+
+fn observe(registry: &ShapeRegistry, handle: &str) -> Result<State, String> {
+    let live = registry.has_handle(handle).map_err(|e| e.to_string())?;
+    if !live {
+        return Ok(State::Absent);
+    }
+    let complete = registry
+        .snapshot_complete(handle)
+        .map_err(|e| e.to_string())?;
+    Ok(State::Live { complete })
+}
+
+/// The parent reopens with the victim's settings (minus its flush pause).
+fn config() -> StoreConfig {
+    StoreConfig {
+        log: log::Config {
+            segment_size_bytes: 64 * 1024,
+            max_record_bytes: 16 * 1024,
+            sync_policy: SyncPolicy::Sync,
+            ..log::Config::default()
+        },
+        batch_ops_max: 64,
+        flush_interval_ms: 2,
+        ..StoreConfig::default()
+    }
+}
+
+/// Runs one victim and kills it: returns its output lines.
+fn run_victim(dir: &std::path::Path, round: u32, seed: u64, rng: &mut StdRng) -> Vec<String> {
+    let slow_flush = rng.random_bool(0.5);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shape_victim"));
+    command
+        .arg(dir)
+        .arg(round.to_string())
+        .arg(THREADS.to_string())
+        .arg(seed.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if slow_flush {
+        command.arg("slow-flush");
+    }
+    let mut child = command.spawn().expect("spawn the victim");
+    let stdout = child.stdout.take().expect("victim stdout");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let opened = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let lines = Arc::clone(&lines);
+        let opened = Arc::clone(&opened);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with('O') {
+                    opened.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                lines.lock().push(line);
+            }
+        })
+    };
+    // One kill in five lands during recovery (soon after start); the rest mid-workload.
+    let during_recovery = rng.random_bool(0.2);
+    let started = Instant::now();
+    if during_recovery {
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..40)));
+    } else {
+        while !opened.load(std::sync::atomic::Ordering::SeqCst)
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(5..250)));
+    }
+    child.kill().expect("SIGKILL the victim");
+    let status = child.wait().expect("reap the victim");
+    reader.join().expect("reader thread");
+    let lines = std::mem::take(&mut *lines.lock());
+    assert!(
+        status.code().is_none() || lines.iter().any(|line| line.starts_with('E')),
+        "the victim exited by itself ({status}): {:?}",
+        lines.last()
+    );
+    lines
+}
+
+fn trial(seed: u64) -> Result<(u64, u64), String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut ledger = Ledger::default();
+    for round in 0..KILLS_PER_TRIAL {
+        let lines = run_victim(
+            dir.path(),
+            round,
+            seed.wrapping_add(u64::from(round)),
+            &mut rng,
+        );
+        for line in &lines {
+            ledger.read(round, line)?;
+        }
+        let (registry, report) = ShapeRegistry::open(dir.path(), config())
+            .map_err(|error| format!("round {round}: reopen failed: {error}"))?;
+        ledger.settle(&registry).map_err(|error| {
+            format!("round {round} (replayed {}): {error}", report.ops_replayed)
+        })?;
+        let count = registry.count_shapes().map_err(|e| e.to_string())?;
+        if count != ledger.live() {
+            return Err(format!(
+                "round {round}: count {count}, expected {}",
+                ledger.live()
+            ));
+        }
+        // Every listed shape was submitted (nothing invented).
+        for shape in registry.list_shapes() {
+            let shape = shape.map_err(|e| e.to_string())?;
+            if !ledger.handles.contains_key(&shape.handle) {
+                return Err(format!("round {round}: invented shape {}", shape.handle));
+            }
+        }
+        registry
+            .flush()
+            .map_err(|error| format!("round {round}: flush after recovery failed: {error}"))?;
+        registry.close().map_err(|e| e.to_string())?;
+    }
+    // SQLite agrees with the ledger, and the log is clean above the watermark.
+    let database = dir.path().join(DATABASE_FILE);
+    let connection = rusqlite::Connection::open(&database).map_err(|e| e.to_string())?;
+    let rows: i64 = connection
+        .query_row("SELECT count(*) FROM shapes", [], |row| row.get(0))
+        .map_err(|e| e.to_string())?;
+    let rows = rows.cast_unsigned();
+    if rows != ledger.live() {
+        return Err(format!(
+            "SQLite has {rows} shapes, expected {}",
+            ledger.live()
+        ));
+    }
+    let meta = walbuf::sqlite::peek_meta(&database)
+        .map_err(|e| e.to_string())?
+        .ok_or("no walbuf_meta")?;
+    let options = Options {
+        mode: Mode::Strict,
+        watermark: meta.applied_op_key,
+        ..Options::default()
+    };
+    let mut ignore = |_: &walbuf_recovery::format::Record<'_>| Ok(());
+    walbuf_recovery::replay(
+        &DirectorySource::new(dir.path().join(LOG_DIRECTORY)),
+        options,
+        &mut ignore,
+    )
+    .map_err(|error| format!("strict scan after the trial: {error}"))?;
+    Ok((ledger.acknowledged, ledger.live()))
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_acknowledged() {
+    let trials: u64 = std::env::var("WALBUF_CRASH_TRIALS")
+        .ok()
+        .and_then(|trials| trials.parse().ok())
+        .unwrap_or(10);
+    let base = walbuf_tests::check::seed();
+    let mut acknowledged = 0;
+    for trial_index in 0..trials {
+        let seed = base.wrapping_add(trial_index);
+        let outcome =
+            walbuf_tests::check::within(Duration::from_secs(300), "crash trial", move || {
+                trial(seed)
+            });
+        match outcome {
+            Ok((acked, _live)) => acknowledged += acked,
+            Err(error) => panic!("trial failed (rerun with WALBUF_SEED={seed}): {error}"),
+        }
+    }
+    eprintln!(
+        "{trials} trials, {} kills, {acknowledged} acknowledged ops, all recovered",
+        trials * u64::from(KILLS_PER_TRIAL)
+    );
+    assert!(acknowledged > 0, "the victims never acknowledged anything");
+}
