@@ -6,11 +6,13 @@ CARGO ?= cargo
 ARGS ?=
 # `make crash`: process-kill trials to run.
 TRIALS ?= 200
-# `make fuzz`: target and duration.
+# `make fuzz`: target and duration. `make fuzz-ci`: every target, FUZZ_CI_SECONDS each.
 TARGET ?= decode_record
 SECONDS ?= 60
+FUZZ_TARGETS = decode_record scan_segment
+FUZZ_CI_SECONDS = 60
 
-.PHONY: help run test test-targets test-doc lint fmt-check clippy doc bench crash fuzz
+.PHONY: help run test test-targets test-doc lint fmt-check clippy doc bench crash fuzz fuzz-ci
 
 help:
 	@echo "make run     walbuf demo: appends per sync policy, reopen, verify, table (ARGS=--quick for a short run)"
@@ -18,7 +20,8 @@ help:
 	@echo "make lint    rustfmt --check, clippy -D warnings, rustdoc -D warnings (each alone: fmt-check, clippy, doc)"
 	@echo "make bench   walbuf bench (release build)"
 	@echo "make crash   long process-kill runs: TRIALS=N trials of 5 SIGKILLs (default 200)"
-	@echo "make fuzz    one cargo-fuzz target: TARGET=name SECONDS=n (filled in by the fuzzing issue)"
+	@echo "make fuzz    one cargo-fuzz target, no sanitizer: TARGET=name (decode_record, scan_segment) SECONDS=n"
+	@echo "make fuzz-ci every fuzz target for $(FUZZ_CI_SECONDS) s (what .ci/run runs after test)"
 
 run:
 	$(CARGO) run --release -p walbuf-cli -- demo $(ARGS)
@@ -59,8 +62,12 @@ bench:
 crash:
 	WALBUF_CRASH_TRIALS=$(TRIALS) $(CARGO) test --release -p walbuf-tests --test crash_kill -- --nocapture
 
-# Placeholder: the fuzzing issue adds fuzz/ (its own workspace). Stable toolchain: no sanitizer.
+# cargo-fuzz targets (fuzz/, its own workspace) without a sanitizer, so on stable. fuzz/run
+# installs cargo-fuzz if missing, seeds a temporary corpus from fuzz/seeds/ and
+# fuzz/regressions/, and on a crash prints the command that reproduces it (docs/testing.md).
+# `CORPUS=DIR make fuzz ...` keeps the corpus in DIR/<target>.
 fuzz:
-	@test -f fuzz/Cargo.toml || { echo "make fuzz: no fuzz targets yet (added by the fuzzing issue)"; exit 1; }
-	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
-	$(CARGO) fuzz run -s none $(TARGET) -- -max_total_time=$(SECONDS)
+	fuzz/run $(SECONDS) $(TARGET)
+
+fuzz-ci:
+	fuzz/run $(FUZZ_CI_SECONDS) $(FUZZ_TARGETS)
