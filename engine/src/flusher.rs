@@ -61,14 +61,8 @@ pub(crate) fn run<S: Schema, St: Storage>(shared: &Shared<S, St>, mut connection
                 shared.buffer.remove(*op_key);
             }
         }
-        shared
-            .applied_op_key
-            .store(last.applied_op_key, Ordering::SeqCst);
-        {
-            let _guard = shared.applied_lock.lock();
-            shared.applied_changed.notify_all();
-        }
-        shared.buffer.notify_room();
+        // Counted before the applied key is published: whoever sees the batch applied (a
+        // returning `flush`) also sees it in the stats.
         shared
             .counters
             .flush_batches
@@ -77,6 +71,14 @@ pub(crate) fn run<S: Schema, St: Storage>(shared: &Shared<S, St>, mut connection
             .counters
             .ops_flushed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        shared
+            .applied_op_key
+            .store(last.applied_op_key, Ordering::SeqCst);
+        {
+            let _guard = shared.applied_lock.lock();
+            shared.applied_changed.notify_all();
+        }
+        shared.buffer.notify_room();
         tracing::debug!(
             ops = batch.len(),
             applied_op_key = last.applied_op_key,
