@@ -22,6 +22,10 @@
 //! (prepared ahead on a background thread: allocated, mapped and prefaulted): writes and syncs
 //! its header, renames it to `<first op key>.wal`, and fsyncs the directory. Only then can a
 //! record be placed in it; so on disk, a segment that has a successor is durable as a whole.
+//! Under `Periodic`/`None`, so that this sync finds little left to write, the sync thread
+//! writes back each chunk of the segment as appends complete it (a data sync that claims
+//! nothing), and segments are prepared for few large syncs (see
+//! [`crate::storage::SyncPattern`]).
 //!
 //! # Failure
 //! A failed sync, allocation, rename or directory sync *poisons* the log: every later append
@@ -50,6 +54,26 @@ use waiters::Waiters;
 
 use crate::error::{Error, Result};
 use crate::storage::{FsStorage, SegmentFile, Storage, SyncPattern};
+
+/// Under `Periodic`/`None`, whenever appends complete another chunk of a segment (a sixteenth
+/// of it, at most this many bytes), the sync thread writes back (syncs, without claiming
+/// anything durable) the published part of the segment, up to a multiple of
+/// [`WRITEBACK_ALIGN_BYTES_MAX`] (or of the chunk, if smaller). Nobody else would sync the
+/// segment before it is full, and the rotation would then have to write all of it while every
+/// appender waits; this way the disk writes the segment while it fills, and the rotation finds
+/// little left to write.
+const WRITEBACK_CHUNK_BYTES_MAX: u64 = 4 << 20;
+
+/// Writeback stops at a multiple of this: the largest page-cache folio (2 MiB). Writing back
+/// part of a folio would clean and write-protect the whole of it, and the appends that follow
+/// would dirty it again, so it would be written twice.
+const WRITEBACK_ALIGN_BYTES_MAX: u64 = 2 << 20;
+
+/// The writeback chunk and alignment for segments of `segment_size_bytes` (a multiple of 4096).
+fn writeback_geometry(segment_size_bytes: u64) -> (u64, u64) {
+    let chunk = (segment_size_bytes / 16 / 4096 * 4096).clamp(4096, WRITEBACK_CHUNK_BYTES_MAX);
+    (chunk, chunk.min(WRITEBACK_ALIGN_BYTES_MAX))
+}
 
 /// Counters and positions of a log, for monitoring and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -141,6 +165,9 @@ struct Durable {
 struct Signal {
     /// An appender (or `sync()`) waits for durability.
     requested: bool,
+    /// Appends completed another chunk of the segment: write it back (see
+    /// [`WRITEBACK_CHUNK_BYTES_MAX`]).
+    writeback: bool,
     /// The sync thread is asleep and must be notified.
     sleeping: bool,
     /// Close: sync everything, then exit.
@@ -186,6 +213,9 @@ struct Shared<S: Storage> {
     closed: AtomicBool,
     sync_thread_exited: AtomicBool,
     counters: Counters,
+    /// See [`WRITEBACK_CHUNK_BYTES_MAX`].
+    writeback_chunk_bytes: u64,
+    writeback_align_bytes: u64,
 }
 
 impl Log<FsStorage> {
@@ -404,6 +434,8 @@ impl<S: Storage> Log<S> {
             closed: AtomicBool::new(false),
             sync_thread_exited: AtomicBool::new(false),
             counters: Counters::default(),
+            writeback_chunk_bytes: writeback_geometry(config.segment_size_bytes).0,
+            writeback_align_bytes: writeback_geometry(config.segment_size_bytes).1,
             config,
         });
         let mut threads = Vec::new();
@@ -681,7 +713,11 @@ fn create_prepared<S: Storage>(
         rand::random::<u64>()
     );
     let file = storage
-        .create_for(&name, config.segment_size_bytes, sync_pattern(config.sync_policy))
+        .create_for(
+            &name,
+            config.segment_size_bytes,
+            sync_pattern(config.sync_policy),
+        )
         .map_err(|source| {
             Error::allocation(storage.describe(&name), config.segment_size_bytes, source)
         })?;
@@ -805,7 +841,7 @@ impl<S: Storage> Shared<S> {
             append.next_op_key += 1;
             (op_key, Arc::clone(&append.active), region)
         };
-        let end = region.end();
+        let (region_offset, end) = (region.offset(), region.end());
         let header = encode_record_header(kind, op_key, payload.len());
         let checksum = record_checksum(segment.salt, &header, payload);
         let (trailer, trailer_len) = encode_record_trailer(checksum, payload.len());
@@ -817,7 +853,30 @@ impl<S: Storage> Shared<S> {
             .bytes_appended
             .fetch_add(padded, Ordering::Relaxed);
         self.publish(op_key, &segment, end);
+        if region_offset / self.writeback_chunk_bytes != end / self.writeback_chunk_bytes
+            && !self.config.sync_policy.waits_for_durability()
+        {
+            self.request_writeback();
+        }
         Ok(op_key)
+    }
+
+    /// Asks the sync thread to write back what is published (waking it if it sleeps).
+    fn request_writeback(&self) {
+        let mut signal = self.signal.lock();
+        signal.writeback = true;
+        if signal.sleeping {
+            self.signal_changed.notify_one();
+        }
+    }
+
+    /// Asks the sync thread for a sync (waking it if it sleeps).
+    fn request_sync(&self) {
+        let mut signal = self.signal.lock();
+        signal.requested = true;
+        if signal.sleeping {
+            self.signal_changed.notify_one();
+        }
     }
 
     /// Marks `op_key`'s record as completely copied and advances the published prefix.
@@ -859,13 +918,7 @@ impl<S: Storage> Shared<S> {
         if !policy.waits_for_durability() || self.durable_key.load(Ordering::SeqCst) >= op_key {
             return Ok(());
         }
-        {
-            let mut signal = self.signal.lock();
-            signal.requested = true;
-            if signal.sleeping {
-                self.signal_changed.notify_one();
-            }
-        }
+        self.request_sync();
         let give_up = || self.is_failed() || self.sync_thread_exited.load(Ordering::SeqCst);
         if self
             .durable_waiters
@@ -992,22 +1045,28 @@ impl<S: Storage> Shared<S> {
         };
         let mut next_periodic = periodic.map(|interval| Instant::now() + interval);
         let mut idle_mark_due: Option<Instant> = None;
+        // How far the published segment (by sequence) has been written back.
+        let mut written_back = (0, 0);
         loop {
-            let stop = {
+            let (stop, writeback_only) = {
                 let mut signal = self.signal.lock();
                 loop {
                     if signal.stop || self.is_failed() {
-                        break signal.stop;
+                        break (signal.stop, false);
                     }
                     let now = Instant::now();
                     if signal.requested {
                         signal.requested = false;
-                        break false;
+                        break (false, false);
                     }
                     if next_periodic.is_some_and(|due| due <= now)
                         || idle_mark_due.is_some_and(|due| due <= now)
                     {
-                        break false;
+                        break (false, false);
+                    }
+                    if signal.writeback {
+                        signal.writeback = false;
+                        break (false, true);
                     }
                     let deadline = [next_periodic, idle_mark_due].into_iter().flatten().min();
                     signal.sleeping = true;
@@ -1041,6 +1100,10 @@ impl<S: Storage> Shared<S> {
                 }
                 return;
             }
+            if writeback_only {
+                let _ = self.write_back(&mut written_back);
+                continue;
+            }
             let now = Instant::now();
             if next_periodic.is_some_and(|due| due <= now) {
                 next_periodic = periodic.map(|interval| now + interval);
@@ -1051,6 +1114,38 @@ impl<S: Storage> Shared<S> {
                 Err(_) => {}
             }
         }
+    }
+
+    /// Writes back the published part of the published segment from where the last call
+    /// stopped (`written_back`: segment sequence and offset) to a multiple of the writeback
+    /// alignment (see [`WRITEBACK_CHUNK_BYTES_MAX`]). A sync of the data only, which claims
+    /// nothing: the durable offset moves only with [`Shared::sync_once`] and rotations. A
+    /// failure poisons the log all the same (the kernel may report a lost write only once, so
+    /// a later sync of the same range could succeed without the data).
+    fn write_back(&self, written_back: &mut (u64, u64)) -> Result<()> {
+        let (segment, end) = {
+            let published = self.published.lock();
+            (Arc::clone(&published.segment), published.end)
+        };
+        let target = end / self.writeback_align_bytes * self.writeback_align_bytes;
+        let from = if written_back.0 == segment.sequence {
+            written_back.1
+        } else {
+            0
+        };
+        if target <= from {
+            return Ok(());
+        }
+        segment.file.sync(from, target - from).map_err(|source| {
+            self.poison(Error::io(
+                "write back segment",
+                self.storage.describe(&segment.name),
+                source,
+            ))
+        })?;
+        self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        *written_back = (segment.sequence, target);
+        Ok(())
     }
 
     /// One sync: writes a sync mark claiming what the previous sync made durable, syncs every

@@ -25,18 +25,20 @@ use super::{Region, RegionCursor, SegmentFile};
 /// Page granularity used to prefault the mapping.
 const PAGE_BYTES: u64 = 4096;
 
-/// What [`MappedSegment::map`] does to the pages past the resume offset before the first
-/// append.
+/// How [`MappedSegment::map`] prepares the mapping for the appends to come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Preparation {
-    /// Touch every page (so that appends take no page fault), then write the whole range back
-    /// and sync it once. Afterwards the file's blocks are *written* (not merely allocated), so
-    /// a small sync writes only its own pages and commits no extent conversion; the price is
-    /// one write of the whole range up front. For many small syncs.
+    /// For many small syncs. Advise `MADV_RANDOM` before the first fault, so that the page
+    /// cache keeps 4 KiB folios (a store dirties its whole folio, and a small sync should write
+    /// a few KiB, not up to 2 MiB); touch every page (so that appends take no page fault);
+    /// then sync the whole range once. Afterwards the file's blocks are *written* (not merely
+    /// allocated), so a small sync writes only its own pages and commits no extent
+    /// conversion. The price is one write of the whole range up front.
     PrefaultAndSync,
-    /// Only touch every page. The zeros stay dirty in the page cache and reach the disk
-    /// together with the records written over them, so the range is written once; the first
-    /// sync of each part of it also commits the conversion of its blocks. For few large syncs.
+    /// For few large syncs. Advise `MADV_HUGEPAGE` (large folios make writeback of a large
+    /// range markedly faster: measured 260 MB/s with 4 KiB folios, 630 MB/s with 2 MiB ones),
+    /// and touch every page. The zeros stay dirty in the page cache and reach the disk together
+    /// with the records written over them, so the range is written once.
     Prefault,
 }
 
@@ -52,12 +54,10 @@ impl MappedSegment {
     /// Maps `file` (already allocated to `capacity` bytes) for writing from `resume_offset`
     /// on, and prepares the pages the writer will touch.
     ///
-    /// The mapping is advised `MADV_RANDOM` before its first fault: on Linux, readahead on a
-    /// file mapping otherwise groups pages into large folios (up to 2 MiB), and each small
-    /// append then dirties a whole folio, turning a 4 KiB sync into a multi-megabyte one.
-    /// Then one byte per page from `resume_offset` on is written (a zero over a zero) so that
-    /// appends never take a major fault, and (with [`Preparation::PrefaultAndSync`]) the whole
-    /// range is synced once.
+    /// The mapping is advised per `preparation` before its first fault (the advice decides
+    /// the size of the page-cache folios the faults build), then one byte per page from
+    /// `resume_offset` on is written (a zero over a zero) so that appends never take a major
+    /// fault, and with [`Preparation::PrefaultAndSync`] the whole range is synced once.
     ///
     /// # Errors
     /// Mapping, advising or the initial sync failed.
@@ -70,7 +70,16 @@ impl MappedSegment {
         let len = usize::try_from(capacity)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large to map"))?;
         let map = MmapOptions::new().len(len).map_raw(&file)?;
-        map.advise(Advice::Random)?;
+        match preparation {
+            Preparation::PrefaultAndSync => map.advise(Advice::Random)?,
+            Preparation::Prefault => {
+                // Only a speed-up: a kernel without transparent huge pages refuses the advice,
+                // and sequential advice is the next best thing.
+                if map.advise(Advice::HugePage).is_err() {
+                    map.advise(Advice::Sequential)?;
+                }
+            }
+        }
         let segment = Self {
             map,
             cursor: RegionCursor::new(resume_offset, capacity),
