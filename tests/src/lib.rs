@@ -25,4 +25,5 @@
 
 pub mod check;
 pub mod fuzz;
+pub mod model;
 pub mod sim;

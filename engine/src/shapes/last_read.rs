@@ -106,7 +106,11 @@ mod tests {
         assert_eq!(handles, vec!["b", "c"]);
         assert!(last_read.least_recent(0).is_empty());
         assert_eq!(last_read.least_recent(10).len(), 4);
-        assert_eq!(last_read.least_recent(usize::MAX).len(), 4, "no overflow, no huge heap");
+        assert_eq!(
+            last_read.least_recent(usize::MAX).len(),
+            4,
+            "no overflow, no huge heap"
+        );
         last_read.forget("b");
         assert_eq!(last_read.least_recent(1)[0].0, "c");
         last_read.clear();
