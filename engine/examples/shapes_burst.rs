@@ -14,6 +14,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
+    if let Ok(path) = std::env::var("RECOVER_ONLY") {
+        let started = Instant::now();
+        let (registry, report) = ShapeRegistry::open(&path, StoreConfig::default())?;
+        let opened = started.elapsed();
+        println!(
+            "reopen: {} ops replayed in {opened:?} = {:.0} ops/s (report says {:?}); count {}",
+            report.ops_replayed,
+            report.ops_replayed as f64 / opened.as_secs_f64(),
+            report.elapsed,
+            registry.count_shapes()?
+        );
+        std::mem::forget(registry);
+        std::process::exit(0);
+    }
     let dir = tempfile::tempdir()?;
     let idle = std::env::var("IDLE_FLUSHER").is_ok();
     let config = StoreConfig {
@@ -55,6 +69,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
     }
     let ack = started.elapsed();
+    if std::env::var("REOPEN").is_ok() {
+        // Leave everything unflushed in the log, as a crash would, and time the recovery.
+        let path = dir.path().to_path_buf();
+        std::mem::forget(registry);
+        std::mem::forget(dir);
+        println!(
+            "{policy:?}: {n} adds acked in {ack:?}; left unflushed in {}",
+            path.display()
+        );
+        std::process::exit(0);
+    }
     registry.flush()?;
     let all = started.elapsed();
     let stats = registry.stats();

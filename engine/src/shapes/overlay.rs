@@ -133,7 +133,7 @@ pub struct ShapeOverlay {
     /// oid → the buffered adds reading it.
     relations: [RwLock<RelationShard>; SHARDS],
     /// Buffered adds in handle order, for listings.
-    added: SkipMap<(String, u64), ()>,
+    added: RwLock<std::collections::BTreeSet<(String, u64)>>,
     resets: SkipMap<u64, ()>,
     /// Every handle and comparable that may be in SQLite.
     pub(crate) presence: Presence,
@@ -234,7 +234,7 @@ impl ShapeOverlay {
                         .or_default()
                         .insert((shape.handle.clone(), op_key));
                 }
-                self.added.insert((shape.handle.clone(), op_key), ());
+                self.added.write().insert((shape.handle.clone(), op_key));
             }
             ShapeOp::Remove {
                 handle, comparable, ..
@@ -267,7 +267,7 @@ impl ShapeOverlay {
                         }
                     }
                 }
-                self.added.remove(&(shape.handle.clone(), op_key));
+                self.added.write().remove(&(shape.handle.clone(), op_key));
             }
             ShapeOp::Remove {
                 handle, comparable, ..
@@ -363,12 +363,16 @@ impl ShapeOverlay {
 
     /// The first handle after `after` (or the first at all) with a buffered add.
     pub(crate) fn next_added_handle(&self, after: Option<&str>) -> Option<String> {
-        let entry = match after {
-            Some(after) => self
-                .added
-                .lower_bound(Bound::Excluded(&(after.to_owned(), u64::MAX))),
-            None => self.added.front(),
-        }?;
-        Some(entry.key().0.clone())
+        let added = self.added.read();
+        let next = match after {
+            Some(after) => added
+                .range((
+                    Bound::Excluded((after.to_owned(), u64::MAX)),
+                    Bound::Unbounded,
+                ))
+                .next(),
+            None => added.iter().next(),
+        };
+        next.map(|(handle, _)| handle.clone())
     }
 }
