@@ -6,7 +6,7 @@
 //! in the overlay and copied into the log; outside it, the writer waits for durability (under
 //! [`SyncPolicy::Sync`]). Readers see an op once it is *visible*: durable under `Sync`,
 //! appended under the other policies ([`Store::visible_op_key`]). The flusher
-//! ([`crate::flusher`]) applies visible ops to SQLite in batches, records the applied op key
+//! (`engine/src/flusher.rs`) applies visible ops to SQLite in batches, records the applied op key
 //! in the same transaction, then drops them from the buffer and retires log segments.
 //!
 //! Layout of a store directory: `log/` (the segments and the lock file) and `walbuf.db` (the
