@@ -734,7 +734,7 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A configuration for model runs: small segments (so the log rotates and retires), no
+    /// A configuration for model runs: 4 KiB segments (so the log rotates and retires), no
     /// sync (fast), and flushes only when asked or when `batch_ops_max` ops are pending.
     #[must_use]
     pub fn default_config() -> StoreConfig {
@@ -747,8 +747,10 @@ impl Harness {
     pub fn config(policy: SyncPolicy, batch_ops_max: usize) -> StoreConfig {
         StoreConfig {
             log: log::Config {
-                segment_size_bytes: 64 << 10,
-                max_record_bytes: 16 << 10,
+                // The smallest segments: a few dozen ops each, so that runs rotate, retire
+                // segments below the applied key, and replay across segments on reopen.
+                segment_size_bytes: 4096,
+                max_record_bytes: 2048,
                 sync_policy: policy,
                 ..log::Config::default()
             },

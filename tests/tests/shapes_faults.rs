@@ -62,7 +62,6 @@ fn backpressure() {
     config.flush_interval_ms = 5;
     config.buffer_ops_max = ops_max;
     config.buffer_bytes_max = 8 << 10;
-    config.log.max_record_bytes = 4 << 10;
     config.backpressure_timeout_ms = timeout_ms;
     config.apply_hook = Some(hook(move |_| {
         match hook_mode.load(Ordering::SeqCst) {
