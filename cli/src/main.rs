@@ -1,7 +1,9 @@
-//! `walbuf`: the operator's command for a walbuf log directory.
+//! `walbuf`: the operator's command for a walbuf store (a directory holding `log/` and
+//! `walbuf.db`) or a bare log directory.
 //!
-//! Subcommands live in a module each (`demo`, `verify`, `bench`). Every subcommand returns
-//! an [`Outcome`] or an error; `main` turns them into the exit codes documented in `--help`.
+//! Subcommands live in a module each (`demo`, `verify`, `inspect`, `dump`, `recover`,
+//! `bench`). Every subcommand returns an [`Outcome`] or an error; `main` turns them into the
+//! exit codes documented in `--help`.
 
 // The CLI's whole job is to print for an operator: the workspace's print lints guard the
 // libraries, not this binary.
@@ -9,6 +11,13 @@
 
 mod bench;
 mod demo;
+mod dump;
+mod error;
+mod inspect;
+mod location;
+mod progress;
+mod recover;
+mod scan;
 mod verify;
 
 use std::process::ExitCode;
@@ -19,7 +28,8 @@ use clap::{Parser, Subcommand};
 mod exit {
     /// Success: the command did what was asked and every check passed.
     pub const OK: u8 = 0;
-    /// A check failed: `verify` found problems, or `demo` could not verify what it wrote.
+    /// A check failed: `verify` or `dump` found problems in the log, `recover` refused what
+    /// it found, or `demo` did not get back what was acknowledged.
     pub const CHECK_FAILED: u8 = 1;
     /// A usage error (bad arguments) or an I/O or engine error that stopped the command.
     pub const ERROR: u8 = 2;
@@ -37,13 +47,17 @@ enum Outcome {
 const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success: every check passed
-  1  a check failed: `verify` found a problem in the log, or `demo` did not get back what it wrote
-  2  usage error (bad arguments), or an I/O or engine error stopped the command
+  1  a check failed: `verify` or `dump` found a problem in the log, `recover` refused what it
+     found, or `demo` did not get back what was acknowledged
+  2  usage error (bad arguments), a refusal (not a store, the store is open in another process,
+     salvage asked of `recover`), or an I/O or engine error stopped the command
 
 Logging: set RUST_LOG (e.g. RUST_LOG=walbuf=debug) to see the engine's tracing events on stderr;
 the default shows warnings and errors only.";
 
 /// walbuf: a crash-safe, memory-mapped, segmented write-ahead log in front of SQLite.
+///
+/// A store directory holds `log/` (the segments and the LOCK file) and `walbuf.db` (SQLite).
 #[derive(Parser, Debug)]
 #[command(name = "walbuf", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
@@ -53,14 +67,31 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Append records from several threads in each sync policy, reopen (recovery), check
-    /// that every acknowledged record came back, and print a table.
+    /// A burst of shape creation on the shape registry (writers, readers, removals, marks),
+    /// checked against SQLite; then the same workload in a child process killed with SIGKILL,
+    /// reopened, and checked to have lost no acknowledged op.
     #[command(after_help = EXIT_CODES_HELP)]
     Demo(demo::DemoArgs),
-    /// Check a log directory without changing it: every segment header, record checksum and
-    /// op key. Prints a summary and one line per problem (segment file and byte offset).
+    /// The demo's child process (internal): runs the workload and prints each acknowledged op.
+    #[command(hide = true)]
+    DemoVictim(demo::victim::VictimArgs),
+    /// Check a store (or a bare log directory) without changing it: every segment header,
+    /// record checksum and op key above SQLite's watermark. Prints a summary and one line per
+    /// problem (segment file and byte offset). Refuses a store open in another process.
     #[command(after_help = EXIT_CODES_HELP)]
     Verify(verify::VerifyArgs),
+    /// Show what a store holds: segments, op-key ranges, record counts, bytes, the watermark,
+    /// and the ops above it (pending). Read-only.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Inspect(inspect::InspectArgs),
+    /// Print the log's records, decoded (op key, kind, payload length, the shape op), as a
+    /// table or JSON lines. Read-only.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Dump(dump::DumpArgs),
+    /// Open the store with the chosen recovery mode, print the recovery report, apply the
+    /// replayed ops to SQLite and close.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Recover(recover::RecoverArgs),
     /// Measure append throughput and latency per sync policy and writer count, beside
     /// baselines run alternately in the same session (fdatasync per append, memcpy + CRC32),
     /// reported as ratios.
@@ -73,7 +104,11 @@ fn main() -> ExitCode {
     install_tracing();
     let result = match &cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::DemoVictim(args) => demo::victim::run(args).map(|()| Outcome::Clean),
         Command::Verify(args) => verify::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Dump(args) => dump::run(args),
+        Command::Recover(args) => recover::run(args),
         Command::Bench(args) => bench::run(args).map(|()| Outcome::Clean),
     };
     match result {

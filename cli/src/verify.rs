@@ -1,24 +1,24 @@
-//! `walbuf verify DIR`: a read-only check of a log directory.
+//! `walbuf verify DIR`: a read-only check of a store (`DIR/log` + `DIR/walbuf.db`) or of a
+//! bare log directory.
 //!
-//! Runs the recovery driver in [`Mode::Salvage`] (which records every anomaly and carries on)
-//! over plain file reads of the directory, with a sink that only counts. It never takes the
-//! directory's lock and never writes: a torn tail is reported, not cut.
+//! Reads the watermark SQLite holds (for a store) and runs the recovery driver in
+//! [`walbuf_recovery::Mode::Salvage`] (which records every anomaly and carries on) over plain
+//! file reads, with a sink that only counts. It never takes the store's lock and never writes:
+//! a torn tail is reported, not cut. It refuses a store that another process has open.
 
-use std::fs::{File, TryLockError};
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use walbuf_recovery::format::Record;
-use walbuf_recovery::naming::{LOCK_FILE_NAME, sorted_segment_names};
-use walbuf_recovery::{DirectorySource, Mode, Options, ProblemKind, Report, SegmentSource, replay};
+use walbuf_recovery::{ProblemKind, Report};
 
 use crate::Outcome;
+use crate::scan::Target;
 
 /// Arguments of `walbuf verify`.
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
-    /// The log directory (holding the `<op key>.wal` segment files).
+    /// The store directory (holding `log/` and `walbuf.db`), or a bare log directory (holding
+    /// the `<op key>.wal` segment files).
     pub dir: PathBuf,
     /// Largest record frame to accept, in bytes (the log's `max_record_bytes`).
     #[arg(long, default_value_t = walbuf_recovery::format::DEFAULT_MAX_RECORD_BYTES)]
@@ -87,45 +87,24 @@ fn segment_of(report: &Report, op_key: u64) -> &str {
 /// Runs `walbuf verify`.
 ///
 /// # Errors
-/// The directory cannot be read, or holds no segment files.
+/// The directory cannot be read or holds no segment files, its database cannot be read, or
+/// another process has the store open.
 pub fn run(args: &VerifyArgs) -> anyhow::Result<Outcome> {
-    let dir = &args.dir;
-    let metadata =
-        std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    if !metadata.is_dir() {
-        bail!("{} is not a directory", dir.display());
-    }
-    let source = DirectorySource::new(dir);
-    let names = source.file_names()?;
-    let Some(&(oldest_first_op_key, _)) = sorted_segment_names(names).first() else {
-        bail!(
-            "no segment files (<20-digit op key>.wal) in {}: is this a walbuf log directory?",
-            dir.display()
-        );
-    };
-    if store_is_open(dir)? {
-        eprintln!(
-            "note: the store in {} is open in another process. Verification reads files that may be \
-             changing under it: records being appended can show up as a torn tail.",
-            dir.display()
-        );
-    }
-
+    let target = Target::open(&args.dir)?;
+    target.location.ensure_closed("walbuf verify")?;
     let mut counter = Counter::default();
     let mut sink = |record: &Record<'_>| {
         counter.count(record);
         Ok(())
     };
-    // Segments whose ops were all applied are deleted (retired), so a log may start at any op
-    // key: the oldest segment sets where it starts, and from there op keys must run gapless.
-    let options = Options {
-        mode: Mode::Salvage,
-        watermark: oldest_first_op_key.saturating_sub(1),
-        max_record_bytes: args.max_record_bytes,
-    };
-    let report =
-        replay(&source, options, &mut sink).context("verification could not read the log")?;
-    print_report(dir, &report, &counter);
+    let report = target.scan(
+        "verify",
+        target.watermark,
+        args.max_record_bytes,
+        false,
+        &mut sink,
+    )?;
+    print_report(&args.dir, &target, &report, &counter);
     Ok(if report.problems.is_empty() {
         Outcome::Clean
     } else {
@@ -133,35 +112,39 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Whether another process holds the directory's lock (the store is open). Checked with a
-/// non-blocking *shared* `flock` that is released at once: it conflicts with the writer's
-/// exclusive lock but not with another `verify`. A missing `LOCK` file means nobody has the
-/// store open (and is not created: verify never writes).
-fn store_is_open(dir: &Path) -> anyhow::Result<bool> {
-    let lock_path = dir.join(LOCK_FILE_NAME);
-    let file = match File::open(&lock_path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(false),
-        Err(error) => {
-            return Err(error).with_context(|| format!("cannot open {}", lock_path.display()));
-        }
-    };
-    match file.try_lock_shared() {
-        Ok(()) => {
-            file.unlock()
-                .with_context(|| format!("cannot release the lock on {}", lock_path.display()))?;
-            Ok(false)
-        }
-        Err(TryLockError::WouldBlock) => Ok(true),
-        Err(TryLockError::Error(error)) => {
-            Err(error).with_context(|| format!("cannot check the lock on {}", lock_path.display()))
-        }
-    }
+/// The problems of a store's log, without printing anything (for the demo's final check).
+///
+/// # Errors
+/// As [`run`].
+pub fn problems(dir: &Path) -> anyhow::Result<Vec<walbuf_recovery::Problem>> {
+    let target = Target::open(dir)?;
+    target.location.ensure_closed("walbuf verify")?;
+    let mut ignore = |_: &Record<'_>| Ok(());
+    let report = target.scan(
+        "verify",
+        target.watermark,
+        walbuf_recovery::format::DEFAULT_MAX_RECORD_BYTES,
+        true,
+        &mut ignore,
+    )?;
+    Ok(report.problems)
 }
 
-fn print_report(dir: &Path, report: &Report, counter: &Counter) {
+fn print_report(dir: &Path, target: &Target, report: &Report, counter: &Counter) {
     let segments = &report.segments;
     println!("walbuf verify {}", dir.display());
+    println!("  {}", target.location.describe());
+    if target.location.is_store() {
+        match target.meta {
+            Some(meta) => println!(
+                "  watermark: op key {} applied to SQLite ({} live)",
+                meta.applied_op_key, meta.live_count
+            ),
+            None => println!(
+                "  watermark: none (no walbuf tables in the database): every logged op must be present"
+            ),
+        }
+    }
     match (segments.first(), segments.last()) {
         (Some(first), Some(last)) if segments.len() > 1 => {
             println!(
@@ -183,10 +166,17 @@ fn print_report(dir: &Path, report: &Report, counter: &Counter) {
     } else {
         String::new()
     };
-    println!(
-        "  records:   {} ({range}{gaps}), {} payload bytes",
-        counter.records, counter.payload_bytes
-    );
+    if target.location.is_store() {
+        println!(
+            "  records:   {} scanned; {} above the watermark ({range}{gaps}), {} payload bytes",
+            report.records_scanned, counter.records, counter.payload_bytes
+        );
+    } else {
+        println!(
+            "  records:   {} ({range}{gaps}), {} payload bytes",
+            counter.records, counter.payload_bytes
+        );
+    }
     println!("  scanned in {} ms", report.elapsed.as_millis());
     if report.problems.is_empty() {
         println!("clean: no problems found");

@@ -1,81 +1,63 @@
-//! `walbuf demo --quick`: runs every policy, verifies, exits 0; with `--dir` it keeps logs that
-//! `walbuf verify` finds clean, and refuses a directory that already holds them.
+//! `walbuf demo --quick`: the burst is checked against SQLite, the child is killed with SIGKILL
+//! and every acknowledged op is recovered (exit 0); with `--dir` it keeps stores that `verify`
+//! finds clean and `inspect` reads, and it refuses a directory that already holds files.
 
-use std::process::{Command, Output};
+mod common;
 
-use anyhow::Context;
-
-const RUNS: [&str; 6] = [
-    "sync-1t",
-    "sync-8t",
-    "periodic-1t",
-    "periodic-8t",
-    "none-1t",
-    "none-8t",
-];
-
-fn walbuf(args: &[&str]) -> anyhow::Result<Output> {
-    Command::new(env!("CARGO_BIN_EXE_walbuf"))
-        .args(args)
-        .output()
-        .context("cannot run the walbuf binary")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{text, walbuf};
 
 #[test]
-fn quick_demo_verifies_every_policy() -> anyhow::Result<()> {
-    let output = walbuf(&["demo", "--quick"])?;
-    let stdout = text(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        text(&output.stderr)
-    );
-    for label in ["sync ", "periodic 10ms", "none "] {
-        let rows = stdout
-            .lines()
-            .filter(|line| line.starts_with(label))
-            .count();
-        assert_eq!(rows, 2, "{label:?} at 1 and 8 threads:\n{stdout}");
+fn quick_demo_recovers_every_acknowledged_op() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let run = walbuf(&["demo", "--quick", "--dir", text(root.path())?])?;
+    assert_eq!(run.code, Some(0), "{run}");
+    let stdout = &run.stdout;
+    for row in [
+        "acknowledged",
+        "ack latency",
+        "flushed",
+        "peak buffer",
+        "reads",
+        "recovery",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line.trim_start().starts_with(row)),
+            "a {row:?} row:\n{stdout}"
+        );
     }
-    assert!(stdout.contains("appends/sync"), "{stdout}");
-    assert!(stdout.contains("recovery ms"), "{stdout}");
+    assert!(stdout.contains("killed with SIGKILL"), "{stdout}");
+    let recovered = stdout
+        .lines()
+        .find(|line| line.trim_start().starts_with("recovered"))
+        .unwrap_or_default();
+    assert!(recovered.contains("acknowledged ops (all"), "{stdout}");
+    assert!(stdout.contains("ops replayed above watermark"), "{stdout}");
     assert!(!stdout.contains("FAILED"), "{stdout}");
-    assert!(stdout.contains("gapless and byte-identical"), "{stdout}");
+    assert!(stdout.contains("verified:"), "{stdout}");
+
+    for store in ["burst", "crash"] {
+        let path = root.path().join(store);
+        let verified = walbuf(&["verify", text(&path)?])?;
+        assert_eq!(verified.code, Some(0), "verify {store}: {verified}");
+        let inspected = walbuf(&["inspect", text(&path)?])?;
+        assert_eq!(inspected.code, Some(0), "inspect {store}: {inspected}");
+        assert!(
+            inspected.stdout.contains("pending:    0 ops"),
+            "every op is in SQLite after the demo: {inspected}"
+        );
+    }
     Ok(())
 }
 
 #[test]
-fn demo_logs_kept_in_dir_verify_clean() -> anyhow::Result<()> {
+fn demo_refuses_a_directory_that_holds_files() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let dir = root
-        .path()
-        .to_str()
-        .context("temporary path is not UTF-8")?;
-    let output = walbuf(&["demo", "--quick", "--dir", dir])?;
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stdout));
-    for run in RUNS {
-        let path = root.path().join(run);
-        let path = path.to_str().context("UTF-8 path")?;
-        let verified = walbuf(&["verify", path, "--max-record-bytes", "65536"])?;
-        assert_eq!(
-            verified.status.code(),
-            Some(0),
-            "verify {run}:\n{}",
-            text(&verified.stdout)
-        );
-    }
-    // A second demo into the same directory would mix logs: it refuses (usage error).
-    let again = walbuf(&["demo", "--quick", "--dir", dir])?;
-    assert_eq!(again.status.code(), Some(2), "{}", text(&again.stdout));
-    assert!(
-        text(&again.stderr).contains("is not empty"),
-        "{}",
-        text(&again.stderr)
-    );
+    std::fs::write(root.path().join("keep.txt"), b"mine")?;
+    let run = walbuf(&["demo", "--quick", "--dir", text(root.path())?])?;
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("is not empty"), "{run}");
+    assert_eq!(std::fs::read(root.path().join("keep.txt"))?, b"mine");
     Ok(())
 }

@@ -21,6 +21,18 @@ fn bad_arguments_exit_two() -> anyhow::Result<()> {
         &["verify", "dir", "--max-record-bytes", "lots"][..],
         &["demo", "--bogus"][..],
         &["demo", "--dir"][..],
+        &["demo", "--policy", "sometimes"][..],
+        &["demo", "--writers", "0"][..],
+        &["inspect"][..],
+        &["inspect", "a", "b"][..],
+        &["dump"][..],
+        &["dump", "dir", "--from", "soon"][..],
+        &["recover"][..],
+        &["recover", "dir", "--mode", "optimistic"][..],
+        &["verify", "/nonexistent/walbuf/store"][..],
+        &["inspect", "/nonexistent/walbuf/store"][..],
+        &["dump", "/nonexistent/walbuf/store"][..],
+        &["recover", "/nonexistent/walbuf/store"][..],
     ] {
         let output = walbuf(args)?;
         assert_eq!(
@@ -43,6 +55,9 @@ fn help_documents_the_exit_codes() -> anyhow::Result<()> {
         &["--help"][..],
         &["verify", "--help"][..],
         &["demo", "--help"][..],
+        &["inspect", "--help"][..],
+        &["dump", "--help"][..],
+        &["recover", "--help"][..],
     ] {
         let output = walbuf(args)?;
         assert_eq!(output.status.code(), Some(0), "walbuf {args:?}");
@@ -55,11 +70,15 @@ fn help_documents_the_exit_codes() -> anyhow::Result<()> {
     }
     let help = walbuf(&["--help"])?;
     let stdout = String::from_utf8_lossy(&help.stdout);
-    for subcommand in ["demo", "verify", "bench"] {
+    for subcommand in ["demo", "verify", "inspect", "dump", "recover", "bench"] {
         assert!(
             stdout.contains(subcommand),
             "{subcommand} listed:\n{stdout}"
         );
     }
+    assert!(
+        !stdout.contains("demo-victim"),
+        "the demo's child process is not listed:\n{stdout}"
+    );
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! `walbuf verify DIR`: exit 0 on a clean log written by the engine; exit 1 naming the segment
-//! file and byte offset of each problem on a damaged one; read-only; polite when the store is
-//! open; exit 2 when DIR is not a log.
+//! `walbuf verify DIR`: exit 0 on a clean log or store written by the engine; exit 1 naming the
+//! segment file and byte offset of each problem on a damaged one; read-only; refuses (exit 2)
+//! a store another process has open; exit 2 when DIR is not a log.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -207,18 +209,17 @@ fn garbage_after_the_last_record_is_a_torn_tail() -> anyhow::Result<()> {
 }
 
 #[test]
-fn open_store_gets_a_polite_note_and_keeps_its_lock() -> anyhow::Result<()> {
+fn open_log_is_refused_and_keeps_its_lock() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut nothing = |_: &Record<'_>| Ok(());
     let (log, _) = Log::open_dir(dir.path(), config(), &mut nothing)?;
     for index in 0..10 {
         log.append(1, &payload(index))?;
     }
-    // Let the sync thread write its idle sync mark, so that nothing moves while verify reads.
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let (code, stdout, stderr) = verify(dir.path())?;
+    assert_eq!(code, Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stderr.contains("is open in another process"), "{stderr}");
-    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("LOCK"), "names the lock file: {stderr}");
     // verify released whatever it took: the store is still ours, and still exclusive.
     log.append(1, &payload(10))?;
     let second = Log::open_dir(dir.path(), config(), &mut nothing);
@@ -227,6 +228,86 @@ fn open_store_gets_a_polite_note_and_keeps_its_lock() -> anyhow::Result<()> {
         "{second:?}"
     );
     log.close()?;
+    Ok(())
+}
+
+#[test]
+fn clean_store_exits_zero_and_reads_the_watermark() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let made = common::make_store(dir.path(), 40, 5)?;
+    let run = common::walbuf(&["verify", common::text(dir.path())?])?;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout.contains(&format!(
+            "watermark: op key {} applied to SQLite",
+            made.applied
+        )),
+        "{run}"
+    );
+    let pending = made.last - made.applied;
+    assert!(
+        run.stdout.contains(&format!(
+            "{pending} above the watermark (op keys {}..={})",
+            made.applied + 1,
+            made.last
+        )),
+        "{run}"
+    );
+    assert!(run.stdout.contains("clean: no problems found"), "{run}");
+    // The store's log directory itself is understood as the store too.
+    let log = dir.path().join(walbuf::store::LOG_DIRECTORY);
+    let run = common::walbuf(&["verify", common::text(&log)?])?;
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("watermark: op key"), "{run}");
+    Ok(())
+}
+
+#[test]
+fn corrupted_store_segment_names_segment_and_offset() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    common::make_store(dir.path(), 40, 0)?;
+    let names = common::segments(dir.path())?;
+    let name = names.first().context("a segment")?;
+    let log_dir = dir.path().join(walbuf::store::LOG_DIRECTORY);
+    let path = log_dir.join(name);
+    let bytes = std::fs::read(&path)?;
+    let scan =
+        scan_segment(&bytes, MAX_RECORD_BYTES).map_err(|problem| anyhow::anyhow!("{problem}"))?;
+    ensure!(scan.records.len() >= 4, "the segment holds several records");
+    let victim = scan.records[scan.records.len() / 2];
+    flip_bit(&path, victim.offset + 16 + 10)?;
+    let before = snapshot(&log_dir)?;
+
+    let run = common::walbuf(&["verify", common::text(dir.path())?])?;
+    assert_eq!(run.code, Some(1), "{run}");
+    let expected = format!("{name} at byte offset {}:", victim.offset);
+    assert!(
+        run.stdout.contains(&expected),
+        "expected {expected:?} in {run}"
+    );
+    assert!(run.stdout.contains("checksum mismatch"), "{run}");
+    assert_eq!(
+        snapshot(&log_dir)?,
+        before,
+        "verify must not change any file"
+    );
+    Ok(())
+}
+
+#[test]
+fn open_store_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    common::make_store(dir.path(), 5, 0)?;
+    let never_fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (registry, _) = walbuf::ShapeRegistry::open(dir.path(), common::config(&never_fail))?;
+    let run = common::walbuf(&["verify", common::text(dir.path())?])?;
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("is open in another process"), "{run}");
+    assert!(run.stdout.is_empty(), "{run}");
+    registry.close()?;
+    drop(registry);
+    let run = common::walbuf(&["verify", common::text(dir.path())?])?;
+    assert_eq!(run.code, Some(0), "closed again: {run}");
     Ok(())
 }
 

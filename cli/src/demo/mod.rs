@@ -1,82 +1,184 @@
-//! `walbuf demo`: the workload of [`workload`] in each sync policy at 1 and 8 writer threads,
-//! each in a fresh log directory, printed as a table.
+//! `walbuf demo`: the shape registry under a burst of shape creation, as after a redeploy,
+//! then the same workload killed with SIGKILL and recovered.
+//!
+//! 1. **Burst** ([`workload`]): writer threads add shapes concurrently (with snapshot marks
+//!    and some removals, per [`plan`]) while reader threads resolve acknowledged handles;
+//!    then a flush, and [`check`]: the registry's reads and a direct read-only query of
+//!    `walbuf.db` both hold exactly what was acknowledged.
+//! 2. **Crash** ([`crash`]): the same workload in a child process ([`victim`]) that prints
+//!    every op as it is acknowledged, killed mid-burst; the store is reopened (recovery) and
+//!    every acknowledged op must be there.
 
+pub mod check;
+pub mod crash;
+pub mod plan;
+pub mod victim;
 pub mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use walbuf::SyncPolicy;
+use rand::Rng;
+use walbuf::store::DATABASE_FILE;
+use walbuf::{ShapeRegistry, SyncPolicy};
 
-use self::workload::{Measurement, PAYLOAD_BYTES, Scenario};
+use self::crash::{CrashRun, SIGKILL};
+use self::workload::{Measurement, Settings, percentile};
 use crate::Outcome;
+use crate::error::Refusal;
+use crate::inspect::size;
+
+/// The sync policy, as named on the command line.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyArg {
+    /// An op is acknowledged once durable (group commit).
+    Sync,
+    /// Acknowledged once in the page cache; synced every 10 ms.
+    Periodic,
+    /// Acknowledged once in the page cache; the OS writes it back.
+    None,
+}
+
+/// Interval of the `periodic` policy.
+const PERIODIC_INTERVAL_MS: u64 = 10;
+
+impl PolicyArg {
+    /// The engine's policy.
+    #[must_use]
+    pub fn policy(self) -> SyncPolicy {
+        match self {
+            Self::Sync => SyncPolicy::Sync,
+            Self::Periodic => SyncPolicy::Periodic {
+                interval_ms: PERIODIC_INTERVAL_MS,
+            },
+            Self::None => SyncPolicy::None,
+        }
+    }
+
+    /// The name on the command line.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Periodic => "periodic",
+            Self::None => "none",
+        }
+    }
+}
+
+impl From<SyncPolicy> for PolicyArg {
+    fn from(policy: SyncPolicy) -> Self {
+        match policy {
+            SyncPolicy::Sync => Self::Sync,
+            SyncPolicy::Periodic { .. } => Self::Periodic,
+            SyncPolicy::None => Self::None,
+        }
+    }
+}
 
 /// Arguments of `walbuf demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Write the logs under this directory (one empty subdirectory per run, e.g. `sync-8t`) and
-    /// keep them for `walbuf verify`. Default: a temporary directory, deleted afterwards.
+    /// Keep the stores under this directory (`DIR/burst` and `DIR/crash`, for `walbuf
+    /// inspect`, `dump`, `verify`); it must be empty or not exist. Default: a temporary
+    /// directory, deleted afterwards.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Far fewer records, so that the demo finishes in a few seconds.
+    /// A short run (a few seconds): fewer shapes, an earlier kill.
     #[arg(long)]
     pub quick: bool,
+    /// The store's sync policy.
+    #[arg(long, value_enum, default_value_t = PolicyArg::Sync)]
+    pub policy: PolicyArg,
+    /// Writer threads adding shapes.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub writers: u32,
+    /// Reader threads resolving handles meanwhile.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub readers: u32,
 }
 
-/// Writer thread counts each policy runs with.
-const THREAD_COUNTS: [u32; 2] = [1, 8];
-/// Interval of the `Periodic` policy.
-const PERIODIC_INTERVAL_MS: u64 = 10;
+/// Sizes of a run.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Shapes each writer adds in the burst.
+    shapes_per_writer: u32,
+    /// The child is killed after a random number of acknowledged ops in this range.
+    kill_after: (u64, u64),
+    /// Log segment size.
+    segment_size_bytes: u64,
+}
 
-/// The runs, in order. `Sync` with one writer pays one sync per append, so it gets fewer
-/// records to keep the whole demo around half a minute.
-fn plan(quick: bool) -> Vec<Scenario> {
-    let segment_size_bytes: u64 = if quick { 8 << 20 } else { 16 << 20 };
-    let policies = [
-        SyncPolicy::Sync,
-        SyncPolicy::Periodic {
-            interval_ms: PERIODIC_INTERVAL_MS,
-        },
-        SyncPolicy::None,
-    ];
-    let mut scenarios = Vec::new();
-    for policy in policies {
-        for threads in THREAD_COUNTS {
-            let records = match (policy, threads, quick) {
-                (SyncPolicy::Sync, 1, false) => 20_000,
-                (SyncPolicy::Sync, _, false) => 100_000,
-                (_, _, false) => 300_000,
-                (SyncPolicy::Sync, 1, true) => 1_000,
-                (SyncPolicy::Sync, _, true) => 5_000,
-                (_, _, true) => 40_000,
-            };
-            scenarios.push(Scenario {
-                policy,
-                threads,
-                records,
-                segment_size_bytes,
-            });
+fn sizes(quick: bool) -> Sizes {
+    if quick {
+        Sizes {
+            shapes_per_writer: 600,
+            kill_after: (800, 2_000),
+            segment_size_bytes: 8 << 20,
+        }
+    } else {
+        Sizes {
+            shapes_per_writer: 6_000,
+            kill_after: (5_000, 15_000),
+            segment_size_bytes: 16 << 20,
         }
     }
-    scenarios
 }
 
-fn policy_label(policy: SyncPolicy) -> String {
-    match policy {
-        SyncPolicy::Periodic { interval_ms } => format!("periodic {interval_ms}ms"),
-        SyncPolicy::Sync | SyncPolicy::None => policy.name().to_owned(),
+/// The whole demo must finish within this (a stuck store would otherwise hang `make run` and
+/// CI): past it, the demo says so and exits with code 2.
+fn deadline(quick: bool) -> Duration {
+    Duration::from_secs(if quick { 120 } else { 600 })
+}
+
+/// Exits the process if the demo is still running after `limit`.
+fn start_watchdog(limit: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("demo-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            eprintln!(
+                "walbuf demo: error: still running after {} s: the store made no progress (see RUST_LOG=walbuf=debug)",
+                limit.as_secs()
+            );
+            std::process::exit(i32::from(crate::exit::ERROR));
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the demo's watchdog thread");
     }
 }
 
-/// The subdirectory of one run, e.g. `periodic-8t`.
-fn run_directory_name(scenario: &Scenario) -> String {
-    format!("{}-{}t", scenario.policy.name(), scenario.threads)
+/// Creates `dir` if needed; refuses one that holds anything.
+fn prepare_empty(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    if entries.next().is_some() {
+        return Err(Refusal::NotEmpty {
+            path: dir.to_path_buf(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// What the burst measured after its flush and check.
+struct Burst {
+    measurement: Measurement,
+    /// From the first op until SQLite had every op.
+    flushed_after: Duration,
+    ops_flushed: u64,
+    flush_batches: u64,
+    peak_pending_bytes: u64,
+    verdict: check::Verdict,
 }
 
 /// Runs `walbuf demo`.
 ///
 /// # Errors
-/// A directory cannot be created or is not empty, or the log failed.
+/// A directory cannot be created or is not empty, or the store or the child failed.
 pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let (temporary, root) = match &args.dir {
         Some(dir) => (None, dir.clone()),
@@ -89,13 +191,23 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
             (Some(temporary), root)
         }
     };
-    let scenarios = plan(args.quick);
-    let segment_mib = scenarios
-        .first()
-        .map_or(0, |scenario| scenario.segment_size_bytes >> 20);
+    prepare_empty(&root)?;
+    start_watchdog(deadline(args.quick));
+    let sizes = sizes(args.quick);
+    let settings = Settings {
+        policy: args.policy.policy(),
+        writers: args.writers,
+        readers: args.readers,
+        segment_size_bytes: sizes.segment_size_bytes,
+    };
     println!(
-        "walbuf demo: {PAYLOAD_BYTES}-byte records from 1 and 8 threads per sync policy, {segment_mib} MiB \
-         segments;\nclose, reopen (recovery) and check every acknowledged record. Logs in {}{}\n",
+        "walbuf demo: the shape registry, {} policy, {} writers + {} readers; {}-byte shapes, \
+         {}-byte comparables, 2 relations.\nStores in {}{}\n",
+        args.policy.name(),
+        settings.writers,
+        settings.readers,
+        plan::SHAPE_BYTES,
+        plan::COMPARABLE_BYTES,
         root.display(),
         if temporary.is_some() {
             " (temporary)"
@@ -103,121 +215,241 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
             ""
         },
     );
-    print_header();
-    let mut measurements = Vec::new();
-    for scenario in scenarios {
-        let dir = root.join(run_directory_name(&scenario));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let measurement = workload::run(&dir, scenario)?;
-        print_row(&measurement);
-        if temporary.is_some() {
-            // Only one run's segments on disk at a time.
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot delete {}", dir.display()))?;
-        }
-        measurements.push(measurement);
-    }
+
+    let burst_dir = root.join("burst");
+    prepare_empty(&burst_dir)?;
+    let burst = run_burst(&burst_dir, &settings, sizes.shapes_per_writer)?;
+    print_burst(&burst, &settings);
+
+    let crash_dir = root.join("crash");
+    prepare_empty(&crash_dir)?;
+    let (low, high) = sizes.kill_after;
+    let kill_after = rand::rng().random_range(low..=high);
+    let crashed = crash::run(&crash_dir, &settings, kill_after)?;
+    print_crash(&crashed);
+
+    let ok = burst.verdict.ok() && burst.measurement.read_misses == 0 && crashed.ok();
     println!();
-    print_notes(&measurements);
-    let failed: Vec<&Measurement> = measurements
-        .iter()
-        .filter(|measurement| !measurement.verified())
-        .collect();
-    let acknowledged: u64 = measurements
-        .iter()
-        .map(|measurement| u64::from(measurement.scenario.records))
-        .sum();
-    if failed.is_empty() {
+    if ok {
         println!(
-            "verified: all {acknowledged} acknowledged records came back after reopen, gapless and byte-identical."
+            "verified: SQLite holds exactly what was acknowledged, and the SIGKILL lost none of the \
+             {} acknowledged ops.",
+            crashed.acknowledged
         );
         if args.dir.is_some() {
             println!(
-                "The logs are kept: try `walbuf verify {}`.",
-                root.join("sync-8t").display()
+                "The stores are kept: try `walbuf inspect {}` or `walbuf dump {} --from {}`.",
+                crash_dir.display(),
+                crash_dir.display(),
+                crashed.report.watermark + 1
             );
         }
         return Ok(Outcome::Clean);
     }
-    for measurement in failed {
-        let scenario = &measurement.scenario;
-        println!(
-            "VERIFICATION FAILED for {} with {} threads ({} problems):",
-            policy_label(scenario.policy),
-            scenario.threads,
-            measurement.mismatch_count
-        );
-        for mismatch in &measurement.mismatches {
-            println!("  {mismatch}");
-        }
+    println!("CHECK FAILED:");
+    for problem in burst
+        .measurement
+        .read_problems
+        .iter()
+        .chain(&burst.verdict.problems)
+        .chain(&crashed.problems)
+        .chain(&crashed.verdict.problems)
+        .chain(&crashed.verify_problems)
+    {
+        println!("  {problem}");
     }
     Ok(Outcome::CheckFailed)
 }
 
-fn print_header() {
-    println!(
-        "{:<13} {:>7} {:>8} {:>10} {:>7} {:>8} {:>12} {:>8} {:>11} {:>9}  check",
-        "policy",
-        "threads",
-        "records",
-        "ops/s",
-        "MB/s",
-        "syncs",
-        "appends/sync",
-        "segments",
-        "recovery ms",
-        "recovered",
-    );
+fn run_burst(dir: &Path, settings: &Settings, shapes_per_writer: u32) -> anyhow::Result<Burst> {
+    let (registry, _report) = ShapeRegistry::open(dir, workload::store_config(settings))
+        .with_context(|| format!("cannot open a store in {}", dir.display()))?;
+    let started = Instant::now();
+    let stop = AtomicBool::new(false);
+    let nothing = |_: u32, _: u64, _: u64, _: plan::Step| Ok(());
+    let measurement = workload::run(&registry, settings, shapes_per_writer, &stop, &nothing)?;
+    registry.flush().context("flushing the burst failed")?;
+    let flushed_after = started.elapsed();
+    let expected = plan::expectation(&measurement.steps_per_writer, false);
+    let verdict = check::run(&registry, &dir.join(DATABASE_FILE), &expected)?;
+    let stats = registry.stats();
+    registry.close().context("closing the store failed")?;
+    Ok(Burst {
+        measurement,
+        flushed_after,
+        ops_flushed: stats.ops_flushed,
+        flush_batches: stats.flush_batches,
+        peak_pending_bytes: stats.peak_pending_bytes,
+        verdict,
+    })
 }
 
-fn print_row(measurement: &Measurement) {
-    let scenario = &measurement.scenario;
-    let appends_per_sync = measurement
-        .appends_per_sync()
-        .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.1}"));
-    println!(
-        "{:<13} {:>7} {:>8} {:>10.0} {:>7.1} {:>8} {:>12} {:>8} {:>11.1} {:>9}  {}",
-        policy_label(scenario.policy),
-        scenario.threads,
-        scenario.records,
-        measurement.ops_per_second(),
-        measurement.megabytes_per_second(),
-        measurement.stats.syncs,
-        appends_per_sync,
-        measurement.stats.rotations + 1,
-        measurement.recovery_elapsed.as_secs_f64() * 1e3,
-        measurement.records_recovered,
-        if measurement.verified() {
-            "ok"
-        } else {
-            "FAILED"
-        },
-    );
+fn milliseconds(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1e3)
 }
 
-/// What the table shows, in a few lines: the group-commit ratio, and what each column means.
-fn print_notes(measurements: &[Measurement]) {
-    let sync_rate = |threads: u32| {
-        measurements
-            .iter()
-            .find(|measurement| {
-                measurement.scenario.policy == SyncPolicy::Sync
-                    && measurement.scenario.threads == threads
-            })
-            .map(Measurement::ops_per_second)
-    };
-    if let (Some(one), Some(eight)) = (sync_rate(1), sync_rate(8)) {
-        println!(
-            "group commit: durable (sync) appends from 8 threads ran at {:.1}x the rate of 1 thread.",
-            eight / one.max(1e-9)
-        );
+fn latency(nanoseconds: u64) -> String {
+    if nanoseconds < 10_000 {
+        format!("{:.2} µs", nanoseconds as f64 / 1e3)
+    } else {
+        format!("{:.2} ms", nanoseconds as f64 / 1e6)
     }
+}
+
+/// One row of the demo's table: a label, a value, what it means.
+fn row(label: &str, value: &str, details: &str) {
+    println!("  {label:<14}{value:>14}   {details}");
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{:.2} s", duration.as_secs_f64())
+}
+
+/// The check's value and details columns.
+fn verdict_cells(verdict: &check::Verdict) -> (&'static str, String) {
+    if verdict.ok() {
+        (
+            "ok",
+            format!(
+                "{} live shapes, the same through the registry and in walbuf.db; count_shapes agrees",
+                verdict.live
+            ),
+        )
+    } else {
+        (
+            "FAILED",
+            format!(
+                "{} problems (listed below); {} live shapes",
+                verdict.problem_count, verdict.live
+            ),
+        )
+    }
+}
+
+fn print_burst(burst: &Burst, settings: &Settings) {
+    let m = &burst.measurement;
     println!(
-        "ops/s and MB/s: acknowledged appends over the append phase (sync: durable before acknowledged;\n\
-         periodic/none: in the page cache). syncs: data syncs, rotations and close included.\n\
-         segments: segment files written. recovery ms: reopening the log, which scans and checks every record;\n\
-         recovered: records it handed back, each compared with what was acknowledged (check)."
+        "burst: {} writers create shapes concurrently while {} readers resolve handles",
+        settings.writers, settings.readers
+    );
+    row(
+        "acknowledged",
+        &format!("{:.0} ops/s", m.ops_per_second()),
+        &format!(
+            "{} ops ({} adds, {} marks, {} removes) in {}",
+            m.ops(),
+            m.adds,
+            m.marks,
+            m.removes,
+            seconds(m.elapsed)
+        ),
+    );
+    row(
+        "ack latency",
+        &format!("p50 {}", latency(percentile(&m.ack_ns, 50.0))),
+        &format!("p99 {}", latency(percentile(&m.ack_ns, 99.0))),
+    );
+    let flush_rate = burst.ops_flushed as f64 / burst.flushed_after.as_secs_f64().max(1e-9);
+    row(
+        "flushed",
+        &format!("{flush_rate:.0} ops/s"),
+        &format!(
+            "{} ops reached SQLite in {} batches, all within {} of the first op",
+            burst.ops_flushed,
+            burst.flush_batches,
+            seconds(burst.flushed_after)
+        ),
+    );
+    row(
+        "peak buffer",
+        &size(burst.peak_pending_bytes),
+        &format!("{} ops at most (sampled)", m.peak_pending_ops),
+    );
+    row(
+        "reads",
+        &format!(
+            "{:.0} /s",
+            m.reads as f64 / m.elapsed.as_secs_f64().max(1e-9)
+        ),
+        &format!(
+            "{} lookups; handle_for_shape p50 {}, p99 {}; {} missed an acknowledged shape",
+            m.reads,
+            latency(percentile(&m.read_ns, 50.0)),
+            latency(percentile(&m.read_ns, 99.0)),
+            m.read_misses
+        ),
+    );
+    let (value, details) = verdict_cells(&burst.verdict);
+    row("check", value, &details);
+}
+
+fn print_crash(crashed: &CrashRun) {
+    let report = &crashed.report;
+    println!();
+    println!(
+        "crash: the same workload in a child process, killed with {} after {} ({} acknowledged ops{})",
+        match crashed.signal {
+            Some(SIGKILL) => "SIGKILL".to_owned(),
+            Some(signal) => format!("signal {signal}"),
+            None => "no signal (it exited)".to_owned(),
+        },
+        seconds(crashed.ran_for),
+        crashed.acknowledged,
+        if crashed.acknowledged == crashed.kill_after {
+            String::new()
+        } else {
+            format!("; the kill was sent at {}", crashed.kill_after)
+        }
+    );
+    row(
+        "recovered",
+        &format!("{} of {}", crashed.recovered, crashed.acknowledged),
+        &format!(
+            "acknowledged ops ({}, up to op key {}); {} more, in flight at the kill (at most one per \
+             writer), had also become durable",
+            if crashed.recovered == crashed.acknowledged {
+                "all"
+            } else {
+                "SOME LOST"
+            },
+            crashed.last_acknowledged_op_key,
+            crashed.in_flight_durable,
+        ),
+    );
+    row(
+        "recovery",
+        &milliseconds(report.elapsed),
+        &format!(
+            "{} ops replayed above watermark {} ({} segment{} scanned, {} bytes cut)",
+            report.ops_replayed,
+            report.watermark,
+            report.segments_scanned,
+            if report.segments_scanned == 1 {
+                ""
+            } else {
+                "s"
+            },
+            report.bytes_cut
+        ),
+    );
+    row(
+        "flushed",
+        &milliseconds(crashed.flush_elapsed),
+        "after the reopen, SQLite had every replayed op",
+    );
+    let (value, details) = verdict_cells(&crashed.verdict);
+    let value = if crashed.ok() { value } else { "FAILED" };
+    row(
+        "check",
+        value,
+        &format!(
+            "{details}; walbuf verify: {}",
+            if crashed.verify_problems.is_empty() {
+                "clean"
+            } else {
+                "PROBLEMS"
+            }
+        ),
     );
 }
 
@@ -226,25 +458,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plan_covers_every_policy_and_thread_count() {
-        for quick in [false, true] {
-            let scenarios = plan(quick);
-            assert_eq!(scenarios.len(), 6);
-            let names: Vec<String> = scenarios.iter().map(run_directory_name).collect();
-            assert_eq!(
-                names,
-                [
-                    "sync-1t",
-                    "sync-8t",
-                    "periodic-1t",
-                    "periodic-8t",
-                    "none-1t",
-                    "none-8t"
-                ]
-            );
-            for scenario in scenarios {
-                assert!((8 << 20..=64 << 20).contains(&scenario.segment_size_bytes));
-            }
+    fn policies_round_trip() {
+        for policy in [PolicyArg::Sync, PolicyArg::Periodic, PolicyArg::None] {
+            assert_eq!(PolicyArg::from(policy.policy()), policy);
         }
+    }
+
+    #[test]
+    fn quick_is_smaller() {
+        let (quick, full) = (sizes(true), sizes(false));
+        assert!(quick.shapes_per_writer < full.shapes_per_writer);
+        assert!(quick.kill_after.1 < full.kill_after.0 + full.kill_after.1);
+        assert!(quick.kill_after.0 <= quick.kill_after.1);
     }
 }
