@@ -136,6 +136,14 @@ impl StoreConfig {
         if self.buffer_soft_percent == 0 || self.buffer_soft_percent > 100 {
             return invalid("buffer_soft_percent", "must be in 1..=100");
         }
+        if self.recovery_mode == Mode::Salvage {
+            // Salvage keeps records past damage, so op keys may have gaps the flusher can
+            // never apply past; it is for reading a damaged log (`walbuf verify`, `dump`).
+            return invalid(
+                "recovery_mode",
+                "Salvage cannot open a store; use PointInTime, or read the log with walbuf verify",
+            );
+        }
         if self.deterministic_failure_attempts == 0 {
             return invalid("deterministic_failure_attempts", "must be at least 1");
         }

@@ -550,7 +550,9 @@ impl<St: Storage> ShapeRegistry<St> {
 
     /// Every live shape, ordered by handle, each once: the overlay merged with SQLite page by
     /// page, buffered removals and resets honoured. The iterator holds the overlay (see
-    /// [`Store::hold_overlay`]): drop it promptly.
+    /// [`Store::hold_overlay`]): drop it promptly. It is not a snapshot: every shape live
+    /// when it started and not touched since is listed, but an op that becomes visible
+    /// while it runs may or may not show.
     pub fn list_shapes(&self) -> ShapeIter<'_, St> {
         let view = self.store.visible_op_key();
         let gate = self.store.hold_overlay();
