@@ -15,7 +15,7 @@ FUZZ_CI_SECONDS = 60
 .PHONY: help run test test-targets test-doc lint fmt-check clippy doc bench crash fuzz fuzz-ci
 
 help:
-	@echo "make run     walbuf demo: appends per sync policy, reopen, verify, table (ARGS=--quick for a short run)"
+	@echo "make run     walbuf demo: a concurrent shape workload, then a SIGKILLed one and its recovery (ARGS=--quick for a short run)"
 	@echo "make test    the whole test suite (what .ci/run runs after lint)"
 	@echo "make lint    rustfmt --check, clippy -D warnings, rustdoc -D warnings (each alone: fmt-check, clippy, doc)"
 	@echo "make bench   walbuf bench (release build)"
