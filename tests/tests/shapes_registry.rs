@@ -50,13 +50,23 @@ fn writes_are_readable_at_once_and_after_flush_and_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (registry, report) = ShapeRegistry::open(dir.path(), config(policy)).expect("open");
         assert_eq!(report.ops_replayed, 0);
-        registry.add_shape(shape("h1", "c1", &[10, 11])).expect("add h1");
-        registry.add_shape(shape("h2", "c2", &[11])).expect("add h2");
+        registry
+            .add_shape(shape("h1", "c1", &[10, 11]))
+            .expect("add h1");
+        registry
+            .add_shape(shape("h2", "c2", &[11]))
+            .expect("add h2");
         registry.add_shape(shape("h0", "c0", &[])).expect("add h0");
 
         let check = |registry: &ShapeRegistry| {
-            assert_eq!(registry.handle_for_shape(b"c1").expect("read"), Some("h1".into()));
-            let h2 = registry.shape_for_handle("h2").expect("read").expect("h2 live");
+            assert_eq!(
+                registry.handle_for_shape(b"c1").expect("read"),
+                Some("h1".into())
+            );
+            let h2 = registry
+                .shape_for_handle("h2")
+                .expect("read")
+                .expect("h2 live");
             assert_eq!(h2.relations.len(), 1);
             assert_eq!(h2.snapshot, SnapshotState::NotStarted);
             assert!(registry.has_handle("h0").expect("read"));
@@ -67,7 +77,10 @@ fn writes_are_readable_at_once_and_after_flush_and_reopen() {
                 registry.handles_for_relations(&[11]).expect("read"),
                 vec!["h1".to_string(), "h2".to_string()]
             );
-            assert_eq!(registry.handles_for_relations(&[10, 99]).expect("read"), vec!["h1".to_string()]);
+            assert_eq!(
+                registry.handles_for_relations(&[10, 99]).expect("read"),
+                vec!["h1".to_string()]
+            );
             assert_eq!(handles(registry), vec!["h0", "h1", "h2"]);
             assert_eq!(registry.count_shapes().expect("count"), 3);
         };
@@ -75,7 +88,9 @@ fn writes_are_readable_at_once_and_after_flush_and_reopen() {
         registry.flush().expect("flush");
         assert_eq!(registry.stats().pending_ops, 0);
         check(&registry);
-        registry.add_shape(shape("h3", "c3", &[11])).expect("add h3");
+        registry
+            .add_shape(shape("h3", "c3", &[11]))
+            .expect("add h3");
         registry.close().expect("close");
         drop(registry);
 
@@ -101,11 +116,17 @@ fn duplicates_and_unknown_handles_are_refused_with_typed_errors() {
         (shape("h2", "cy", &[]), "buffered handle"),
     ] {
         assert!(
-            matches!(registry.add_shape(new), Err(RegistryError::DuplicateHandle { .. })),
+            matches!(
+                registry.add_shape(new),
+                Err(RegistryError::DuplicateHandle { .. })
+            ),
             "{what}"
         );
     }
-    for (new, holder) in [(shape("h3", "c1", &[]), "h1"), (shape("h3", "c2", &[]), "h2")] {
+    for (new, holder) in [
+        (shape("h3", "c1", &[]), "h1"),
+        (shape("h3", "c2", &[]), "h2"),
+    ] {
         match registry.add_shape(new) {
             Err(RegistryError::DuplicateComparable { existing }) => assert_eq!(existing, holder),
             other => panic!("expected a duplicate comparable, got {other:?}"),
@@ -120,7 +141,11 @@ fn duplicates_and_unknown_handles_are_refused_with_typed_errors() {
         Err(RegistryError::UnknownHandle { .. })
     ));
     assert_eq!(registry.count_shapes().expect("count"), 2);
-    assert_eq!(registry.stats().last_op_key, 2, "refused ops are not logged");
+    assert_eq!(
+        registry.stats().last_op_key,
+        2,
+        "refused ops are not logged"
+    );
 }
 
 #[test]
@@ -153,9 +178,15 @@ fn re_adding_a_comparable_while_its_removal_is_buffered_is_visible_at_once() {
             };
             assert_eq!(registry.handle_for_shape(b"C").expect("read"), expected);
         }
-        assert_eq!(registry.handles_for_relations(&[5]).expect("read"), vec!["h2"]);
+        assert_eq!(
+            registry.handles_for_relations(&[5]).expect("read"),
+            vec!["h2"]
+        );
         registry.flush().expect("flush");
-        assert_eq!(registry.handle_for_shape(b"C").expect("read"), Some("h2".into()));
+        assert_eq!(
+            registry.handle_for_shape(b"C").expect("read"),
+            Some("h2".into())
+        );
         assert_eq!(handles(&registry), vec!["h2"]);
         assert_eq!(registry.count_shapes().expect("count"), 1);
     }
@@ -192,8 +223,15 @@ fn snapshot_marks_reset_and_the_boot_sweep() {
     assert_eq!(registry.count_shapes().expect("count"), 0);
     assert!(!registry.has_handle("h1").expect("read"));
     assert_eq!(registry.handle_for_shape(b"c1").expect("read"), None);
-    assert!(registry.handles_for_relations(&[1]).expect("read").is_empty());
-    registry.add_shape(shape("h1", "c1", &[1])).expect("re-add after reset");
+    assert!(
+        registry
+            .handles_for_relations(&[1])
+            .expect("read")
+            .is_empty()
+    );
+    registry
+        .add_shape(shape("h1", "c1", &[1]))
+        .expect("re-add after reset");
     assert_eq!(handles(&registry), vec!["h1"]);
     registry.close().expect("close");
     drop(registry);
@@ -239,14 +277,19 @@ fn a_listing_larger_than_a_page_merges_buffer_and_sqlite_in_order() {
             .expect("add");
     }
     for index in (0..1200).step_by(3) {
-        registry.remove_shape(&format!("h{index:05}")).expect("remove");
+        registry
+            .remove_shape(&format!("h{index:05}"))
+            .expect("remove");
     }
     let expected: Vec<String> = (0..1200)
         .filter(|index| index % 3 != 0)
         .map(|index| format!("h{index:05}"))
         .collect();
     assert_eq!(handles(&registry), expected);
-    assert_eq!(registry.count_shapes().expect("count"), expected.len() as u64);
+    assert_eq!(
+        registry.count_shapes().expect("count"),
+        expected.len() as u64
+    );
     registry.flush().expect("flush");
     assert_eq!(handles(&registry), expected);
 }
