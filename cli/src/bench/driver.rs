@@ -31,6 +31,8 @@ pub struct Trial {
     /// Bytes the disk holding the files wrote during the run (from the kernel's sector
     /// counter, so it includes other writers on the same disk), if the counter is readable.
     pub disk_bytes_written: Option<u64>,
+    /// For a recovery trial: how long the open took.
+    pub open: Option<Duration>,
 }
 
 impl Trial {
@@ -98,6 +100,7 @@ where
         syncs: 0,
         rotations: None,
         disk_bytes_written: None,
+        open: None,
     };
     for outcome in outcomes {
         let (ops, latency, last) = outcome?;

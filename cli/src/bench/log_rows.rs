@@ -88,7 +88,7 @@ pub fn trial(
 /// rotation) in [`SETTLE_IDLE_POLLS`] polls in a row, or `timeout` passed. Without this, every
 /// trial would start with the 64 MiB write of the next segment's preparation in flight, which
 /// a long-running log pays once per segment.
-fn settle(timeout: Duration) {
+pub fn settle(timeout: Duration) {
     let started = std::time::Instant::now();
     let mut idle_polls = 0;
     while idle_polls < SETTLE_IDLE_POLLS && started.elapsed() < timeout {

@@ -43,12 +43,42 @@
 //!
 //! `fdatasync-per-append` runs with at most 8 threads: the 64-writer `Sync` row is compared
 //! with the 8-thread figure. See [`raw`] for how the baselines are set up.
+//!
+//! Group `ack` (the shape workload: `add_shape` of a 300-byte shape, 32-byte comparable,
+//! 2 relations, random handles; see [`ack_rows`]), 1, 8 and 64 writers, every row against
+//! `sqlite-1txn-full` at the same writer count:
+//!
+//! | system | what |
+//! |---|---|
+//! | `walbuf-sync` / `walbuf-periodic` / `walbuf-none` | `ShapeRegistry::add_shape` under `Sync` / `Periodic { interval_ms: 10 }` / `None` |
+//! | `sqlite-1txn-full` / `sqlite-1txn-normal` | one SQLite transaction per op, WAL, `synchronous=FULL` / `NORMAL` |
+//! | `sqlite-batch100` / `sqlite-batch1000` | writers hand ops to one batching thread (≤ 100 / 1 000 per transaction, FULL), acked on commit (8 and 64 writers) |
+//!
+//! `syncs` counts log syncs for walbuf and commits for SQLite; `appends_per_sync` ops per sync
+//! or commit.
+//!
+//! Group `flush` ([`flush_rows`]): `walbuf-flush` (ops/s reaching SQLite under overload)
+//! against `sqlite-batch5000-sorted` (SQLite defaults) and `sqlite-batch5000-tuned` (walbuf's
+//! flusher settings); `syncs` counts batches.
+//!
+//! Group `read` ([`read_rows`]), one thread, `shapes` in the fixture:
+//! `walbuf-{handle_for_shape,shape_for_handle,handles_for_relations}-{buffered,flushed}`,
+//! each against `sqlite-{handle_for_shape,shape_for_handle,handles_for_relations}`.
+//!
+//! Group `recovery` ([`recovery_rows`]), no baseline: `walbuf-recovery-empty` (open after a
+//! kill with nothing unflushed) and `walbuf-recovery` (`unflushed_ops` in the log);
+//! `ops_per_s` is ops replayed per second of open, `open_ms` the open time.
 
+mod ack_rows;
 mod driver;
+mod flush_rows;
 mod histogram;
 mod log_rows;
 mod raw;
+mod read_rows;
+mod recovery_rows;
 mod report;
+mod workload;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -59,12 +89,17 @@ use walbuf::SyncPolicy;
 
 use self::driver::{DiskCounter, Trial};
 use self::raw::SyncFile;
-use self::report::{Row, Spread, human_rate, markdown_table};
+use self::read_rows::{Fixture, ReadOp, Source};
+use self::report::{
+    Row, Spread, ack_table, flush_table, human_rate, markdown_table, read_table, recovery_table,
+};
+use self::workload::Synchronous;
 
 /// Arguments of `walbuf bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// A short run (2 trials of 0.2 s per row, about 15 s): rougher numbers.
+    /// A short run (2 trials of 0.2 s per row; flush 2 × 2 s; 10 k shapes and ops in the read
+    /// and recovery groups; about a minute and a half): rougher numbers.
     #[arg(long)]
     pub quick: bool,
     /// Print one JSON object per result row instead of a markdown table; progress and notes
@@ -76,8 +111,8 @@ pub struct BenchArgs {
     /// temporary directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Run only the rows of group GROUP (`log`), or whose system name contains GROUP (e.g.
-    /// `sync`, `none`).
+    /// Run only the rows of group GROUP (`log`, `ack`, `flush`, `read`, `recovery`), or whose
+    /// system name contains GROUP (e.g. `sync`, `none`).
     #[arg(long, value_name = "GROUP")]
     pub filter: Option<String>,
     /// Trials per row, each alternated with a trial of its baseline [default: 5, or 2 with
@@ -87,6 +122,13 @@ pub struct BenchArgs {
     /// Wall time of each trial in milliseconds [default: 1000, or 200 with --quick].
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
     pub trial_ms: Option<u64>,
+    /// Internal: be the child process of a `recovery` trial: add `--victim-ops` shapes to a
+    /// registry in DIR, leave them unflushed, print `ready`, and wait to be killed.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub recovery_victim: Option<PathBuf>,
+    /// Internal: ops the recovery victim adds.
+    #[arg(long, value_name = "N", hide = true, default_value_t = 0)]
+    pub victim_ops: u64,
 }
 
 /// Payload bytes of every record.
@@ -98,6 +140,19 @@ const PERIODIC_INTERVAL_MS: u64 = 10;
 const ONE_SEGMENT_TRIAL_MS: u64 = 40;
 /// Most threads the `fdatasync-per-append` baseline runs with.
 const SYNC_BASELINE_WRITERS_MAX: usize = 8;
+/// Window of a `flush` trial (full run, `--quick`).
+const FLUSH_WINDOW_MS: [u64; 2] = [10_000, 2_000];
+/// Trials of a `flush` row in a full run (its trials are long).
+const FLUSH_TRIALS: usize = 3;
+/// Shapes in the `read` fixture (full run, `--quick`).
+const READ_SHAPES: [u64; 2] = [100_000, 10_000];
+/// Unflushed ops of the `recovery` row (full run, `--quick`).
+const RECOVERY_OPS: [u64; 2] = [100_000, 10_000];
+
+/// The sync policy of the `Periodic` rows.
+const PERIODIC: SyncPolicy = SyncPolicy::Periodic {
+    interval_ms: PERIODIC_INTERVAL_MS,
+};
 
 /// What a row measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,6 +166,20 @@ enum System {
     FdatasyncPerAppend,
     /// Encode + checksum + copy into memory.
     MemcpyCrc32,
+    /// `ack`: `add_shape` on a walbuf registry under a sync policy.
+    AckWalbuf(SyncPolicy),
+    /// `ack`: SQLite, one transaction per op.
+    AckOneTransaction(Synchronous),
+    /// `ack`: SQLite, a batching thread committing up to this many ops per transaction.
+    AckBatched(usize),
+    /// `flush`: walbuf's flusher under overload.
+    FlushWalbuf,
+    /// `flush`: hand-batched SQLite, sorted batches (`true`: walbuf's flusher settings).
+    FlushBatched { tuned: bool },
+    /// `read`: a lookup.
+    Read(ReadOp, Source),
+    /// `recovery`: open after a kill with this many unflushed ops.
+    Recovery(u64),
 }
 
 impl System {
@@ -123,6 +192,33 @@ impl System {
             Self::LogOneSegment => "walbuf-log-none-1seg",
             Self::FdatasyncPerAppend => "fdatasync-per-append",
             Self::MemcpyCrc32 => "memcpy-crc32",
+            Self::AckWalbuf(SyncPolicy::Sync) => "walbuf-sync",
+            Self::AckWalbuf(SyncPolicy::Periodic { .. }) => "walbuf-periodic",
+            Self::AckWalbuf(SyncPolicy::None) => "walbuf-none",
+            Self::AckOneTransaction(Synchronous::Full) => "sqlite-1txn-full",
+            Self::AckOneTransaction(Synchronous::Normal) => "sqlite-1txn-normal",
+            Self::AckBatched(100) => "sqlite-batch100",
+            Self::AckBatched(_) => "sqlite-batch1000",
+            Self::FlushWalbuf => "walbuf-flush",
+            Self::FlushBatched { tuned: false } => "sqlite-batch5000-sorted",
+            Self::FlushBatched { tuned: true } => "sqlite-batch5000-tuned",
+            Self::Read(op, source) => match (op, source) {
+                (ReadOp::HandleForShape, Source::Buffered) => "walbuf-handle_for_shape-buffered",
+                (ReadOp::HandleForShape, Source::Flushed) => "walbuf-handle_for_shape-flushed",
+                (ReadOp::HandleForShape, Source::Sqlite) => "sqlite-handle_for_shape",
+                (ReadOp::ShapeForHandle, Source::Buffered) => "walbuf-shape_for_handle-buffered",
+                (ReadOp::ShapeForHandle, Source::Flushed) => "walbuf-shape_for_handle-flushed",
+                (ReadOp::ShapeForHandle, Source::Sqlite) => "sqlite-shape_for_handle",
+                (ReadOp::HandlesForRelations, Source::Buffered) => {
+                    "walbuf-handles_for_relations-buffered"
+                }
+                (ReadOp::HandlesForRelations, Source::Flushed) => {
+                    "walbuf-handles_for_relations-flushed"
+                }
+                (ReadOp::HandlesForRelations, Source::Sqlite) => "sqlite-handles_for_relations",
+            },
+            Self::Recovery(0) => "walbuf-recovery-empty",
+            Self::Recovery(_) => "walbuf-recovery",
         }
     }
 }
@@ -134,64 +230,124 @@ struct Subject {
     writers: usize,
 }
 
-/// A row of the plan: a subject and the baseline it is alternated with.
+impl Subject {
+    fn new(system: System, writers: usize) -> Self {
+        Self { system, writers }
+    }
+}
+
+/// A row of the plan: a subject and the baseline it is alternated with (none for `recovery`).
 #[derive(Debug, Clone, Copy)]
 struct Planned {
     group: &'static str,
     subject: Subject,
-    baseline: Subject,
+    baseline: Option<Subject>,
     /// A fixed trial length for this row and its baseline, instead of `--trial-ms`.
     trial_ms: Option<u64>,
+    /// At most this many trials (fewer than `--trials` for long rows).
+    trials_max: Option<usize>,
 }
 
-/// Every row of the matrix, in output order.
-fn plan() -> Vec<Planned> {
-    let periodic = SyncPolicy::Periodic {
-        interval_ms: PERIODIC_INTERVAL_MS,
-    };
+impl Planned {
+    fn new(group: &'static str, subject: Subject, baseline: Option<Subject>) -> Self {
+        Self {
+            group,
+            subject,
+            baseline,
+            trial_ms: None,
+            trials_max: None,
+        }
+    }
+}
+
+/// The groups, in output order.
+const GROUPS: [&str; 5] = ["log", "ack", "flush", "read", "recovery"];
+
+/// Every row of the matrix, in output order (`quick`: the `--quick` sizes).
+fn plan(quick: bool) -> Vec<Planned> {
+    let size = usize::from(quick);
     let mut rows = Vec::new();
     for writers in [1, 8, 64] {
-        rows.push(Planned {
-            group: "log",
-            subject: Subject {
-                system: System::Log(SyncPolicy::Sync),
-                writers,
-            },
-            baseline: Subject {
-                system: System::FdatasyncPerAppend,
-                writers: writers.min(SYNC_BASELINE_WRITERS_MAX),
-            },
-            trial_ms: None,
-        });
+        rows.push(Planned::new(
+            "log",
+            Subject::new(System::Log(SyncPolicy::Sync), writers),
+            Some(Subject::new(
+                System::FdatasyncPerAppend,
+                writers.min(SYNC_BASELINE_WRITERS_MAX),
+            )),
+        ));
     }
-    for policy in [periodic, SyncPolicy::None] {
+    for policy in [PERIODIC, SyncPolicy::None] {
         for writers in [1, 8] {
-            rows.push(Planned {
-                group: "log",
-                subject: Subject {
-                    system: System::Log(policy),
-                    writers,
-                },
-                baseline: Subject {
-                    system: System::MemcpyCrc32,
-                    writers,
-                },
-                trial_ms: None,
-            });
+            rows.push(Planned::new(
+                "log",
+                Subject::new(System::Log(policy), writers),
+                Some(Subject::new(System::MemcpyCrc32, writers)),
+            ));
         }
     }
     rows.push(Planned {
-        group: "log",
-        subject: Subject {
-            system: System::LogOneSegment,
-            writers: 1,
-        },
-        baseline: Subject {
-            system: System::MemcpyCrc32,
-            writers: 1,
-        },
         trial_ms: Some(ONE_SEGMENT_TRIAL_MS),
+        ..Planned::new(
+            "log",
+            Subject::new(System::LogOneSegment, 1),
+            Some(Subject::new(System::MemcpyCrc32, 1)),
+        )
     });
+
+    for writers in [1, 8, 64] {
+        let baseline = Some(Subject::new(
+            System::AckOneTransaction(Synchronous::Full),
+            writers,
+        ));
+        let mut systems = vec![
+            System::AckWalbuf(SyncPolicy::Sync),
+            System::AckWalbuf(PERIODIC),
+            System::AckWalbuf(SyncPolicy::None),
+            System::AckOneTransaction(Synchronous::Normal),
+        ];
+        if writers > 1 {
+            systems.extend([System::AckBatched(100), System::AckBatched(1000)]);
+        }
+        for system in systems {
+            rows.push(Planned::new("ack", Subject::new(system, writers), baseline));
+        }
+    }
+
+    let flush_window_ms = FLUSH_WINDOW_MS[size];
+    for tuned in [false, true] {
+        rows.push(Planned {
+            trial_ms: Some(flush_window_ms),
+            trials_max: (!quick).then_some(FLUSH_TRIALS),
+            ..Planned::new(
+                "flush",
+                Subject::new(System::FlushWalbuf, 1),
+                Some(Subject::new(System::FlushBatched { tuned }, 1)),
+            )
+        });
+    }
+
+    for op in [
+        ReadOp::HandleForShape,
+        ReadOp::ShapeForHandle,
+        ReadOp::HandlesForRelations,
+    ] {
+        for source in [Source::Buffered, Source::Flushed] {
+            rows.push(Planned::new(
+                "read",
+                Subject::new(System::Read(op, source), 1),
+                Some(Subject::new(System::Read(op, Source::Sqlite), 1)),
+            ));
+        }
+    }
+
+    for ops in [0, RECOVERY_OPS[size]] {
+        rows.push(Planned::new(
+            "recovery",
+            Subject::new(System::Recovery(ops), 1),
+            None,
+        ));
+    }
     rows
 }
 
@@ -206,6 +362,10 @@ struct Bench {
     disk: Option<DiskCounter>,
     sync_file: Option<SyncFile>,
     payload: Vec<u8>,
+    /// Shapes of the `read` fixture.
+    read_shapes: u64,
+    /// The `read` fixture, built by its first trial.
+    read_fixture: Option<Fixture>,
 }
 
 impl Bench {
@@ -213,21 +373,18 @@ impl Bench {
     fn trial(&mut self, subject: Subject, duration: Duration) -> anyhow::Result<Trial> {
         rustix::fs::sync();
         let disk = self.disk.as_ref();
+        let directory = self.directory.as_path();
+        let writers = subject.writers;
         match subject.system {
-            System::Log(policy) => log_rows::trial(
-                &self.directory,
-                policy,
-                &self.payload,
-                subject.writers,
-                duration,
-                disk,
-            ),
+            System::Log(policy) => {
+                log_rows::trial(directory, policy, &self.payload, writers, duration, disk)
+            }
             System::LogOneSegment => {
                 let trial = log_rows::trial(
-                    &self.directory,
+                    directory,
                     SyncPolicy::None,
                     &self.payload,
-                    subject.writers,
+                    writers,
                     duration,
                     disk,
                 )?;
@@ -243,15 +400,40 @@ impl Bench {
             }
             System::FdatasyncPerAppend => {
                 if self.sync_file.is_none() {
-                    self.sync_file = Some(SyncFile::create(&self.directory)?);
+                    self.sync_file = Some(SyncFile::create(directory)?);
                     rustix::fs::sync();
                 }
                 let Some(file) = &self.sync_file else {
                     bail!("the baseline file was not created");
                 };
-                file.trial(&self.payload, subject.writers, duration, disk)
+                file.trial(&self.payload, writers, duration, disk)
             }
-            System::MemcpyCrc32 => raw::copy_trial(&self.payload, subject.writers, duration),
+            System::MemcpyCrc32 => raw::copy_trial(&self.payload, writers, duration),
+            System::AckWalbuf(policy) => {
+                ack_rows::walbuf_trial(directory, policy, writers, duration, disk)
+            }
+            System::AckOneTransaction(synchronous) => {
+                ack_rows::one_transaction_trial(directory, synchronous, writers, duration, disk)
+            }
+            System::AckBatched(batch_ops) => {
+                ack_rows::batched_trial(directory, batch_ops, writers, duration, disk)
+            }
+            System::FlushWalbuf => flush_rows::walbuf_trial(directory, duration),
+            System::FlushBatched { tuned } => flush_rows::batched_trial(directory, tuned, duration),
+            System::Read(op, source) => {
+                if self.read_fixture.is_none() {
+                    eprintln!(
+                        "building the read fixture: {} shapes, half flushed",
+                        self.read_shapes
+                    );
+                    self.read_fixture = Some(Fixture::build(directory, self.read_shapes)?);
+                }
+                let Some(fixture) = &self.read_fixture else {
+                    bail!("the read fixture was not built");
+                };
+                fixture.trial(op, source, duration)
+            }
+            System::Recovery(ops) => recovery_rows::trial(directory, ops),
         }
     }
 }
@@ -282,18 +464,26 @@ fn read_trimmed(path: &str) -> String {
 /// # Errors
 /// The filter selects nothing, the directory cannot be made, or a system failed.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(directory) = &args.recovery_victim {
+        return recovery_rows::victim(directory, args.victim_ops);
+    }
+    let size = usize::from(args.quick);
     let trials = args.trials.unwrap_or(if args.quick { 2 } else { 5 }) as usize;
     let trial_ms = args.trial_ms.unwrap_or(if args.quick { 200 } else { 1000 });
-    let rows: Vec<Planned> = plan()
+    let rows: Vec<Planned> = plan(args.quick)
         .into_iter()
         .filter(|row| selected(row, args.filter.as_deref()))
         .collect();
     if rows.is_empty() {
-        let mut names: Vec<&str> = plan().iter().map(|row| row.subject.system.name()).collect();
+        let mut names: Vec<&str> = plan(args.quick)
+            .iter()
+            .map(|row| row.subject.system.name())
+            .collect();
         names.dedup();
         bail!(
-            "--filter {:?} selects nothing: use a group (log) or part of a system name ({})",
+            "--filter {:?} selects nothing: use a group ({}) or part of a system name ({})",
             args.filter.as_deref().unwrap_or(""),
+            GROUPS.join(", "),
             names.join(", ")
         );
     }
@@ -313,6 +503,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         payload: (0..PAYLOAD_BYTES)
             .map(|index| (index * 31 % 251) as u8)
             .collect(),
+        read_shapes: READ_SHAPES[size],
+        read_fixture: None,
     };
 
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
@@ -322,17 +514,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         rows.len(),
         bench.directory.display()
     );
+    let started = std::time::Instant::now();
 
+    let trials_of_row = |row: &Planned| row.trials_max.map_or(trials, |max| max.min(trials));
     let mut trials_of: HashMap<Subject, Vec<Trial>> = HashMap::new();
     let mut ratios_of: HashMap<usize, Vec<f64>> = HashMap::new();
-    let total_runs = rows.len() * trials * 2;
+    let total_runs: usize = rows
+        .iter()
+        .map(|row| trials_of_row(row) * (1 + usize::from(row.baseline.is_some())))
+        .sum();
     let mut runs_done = 0;
     for round in 0..trials {
         for (index, row) in rows.iter().enumerate() {
-            let order = if round % 2 == 0 {
-                [row.subject, row.baseline]
-            } else {
-                [row.baseline, row.subject]
+            if round >= trials_of_row(row) {
+                continue;
+            }
+            let order: Vec<Subject> = match row.baseline {
+                Some(baseline) if round % 2 == 0 => vec![row.subject, baseline],
+                Some(baseline) => vec![baseline, row.subject],
+                None => vec![row.subject],
             };
             let duration = Duration::from_millis(row.trial_ms.unwrap_or(trial_ms));
             let mut pair = [0.0_f64; 2];
@@ -350,14 +550,28 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 pair[usize::from(subject != row.subject)] = trial.ops_per_s();
                 trials_of.entry(subject).or_default().push(trial);
             }
-            ratios_of
-                .entry(index)
-                .or_default()
-                .push(pair[0] / pair[1].max(1e-9));
+            if row.baseline.is_some() {
+                ratios_of
+                    .entry(index)
+                    .or_default()
+                    .push(pair[0] / pair[1].max(1e-9));
+            }
         }
     }
+    if let Some(fixture) = bench.read_fixture.take() {
+        fixture.remove()?;
+    }
     let load_after = read_trimmed("/proc/loadavg");
+    let run_seconds = started.elapsed().as_secs_f64();
 
+    let annotate = |mut row: Row, subject: Subject| {
+        match subject.system {
+            System::Recovery(ops) => row.unflushed_ops = Some(ops),
+            System::Read(..) => row.shapes = Some(bench.read_shapes),
+            _ => {}
+        }
+        row
+    };
     let mut output = Vec::new();
     for (index, row) in rows.iter().enumerate() {
         let summary = Row::summarize(
@@ -365,18 +579,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             row.subject.system.name(),
             row.subject.writers,
             trials_of.get(&row.subject).map_or(&[][..], Vec::as_slice),
-            Some((
-                row.baseline.system.name(),
-                row.baseline.writers,
-                ratios_of.get(&index).map_or(&[][..], Vec::as_slice),
-            )),
+            row.baseline.map(|baseline| {
+                (
+                    baseline.system.name(),
+                    baseline.writers,
+                    ratios_of.get(&index).map_or(&[][..], Vec::as_slice),
+                )
+            }),
         );
-        output.extend(summary);
+        output.extend(summary.map(|summary| annotate(summary, row.subject)));
     }
     let mut baselines: Vec<(&'static str, Subject)> = Vec::new();
     for row in &rows {
-        if !baselines.iter().any(|(_, known)| *known == row.baseline) {
-            baselines.push((row.group, row.baseline));
+        if let Some(baseline) = row.baseline
+            && !baselines.iter().any(|(_, known)| *known == baseline)
+        {
+            baselines.push((row.group, baseline));
         }
     }
     for (group, subject) in baselines {
@@ -387,28 +605,71 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             trials_of.get(&subject).map_or(&[][..], Vec::as_slice),
             None,
         );
-        output.extend(summary);
+        output.extend(summary.map(|summary| annotate(summary, subject)));
     }
 
     if args.json {
-        for row in &output {
-            println!("{}", row.to_json()?);
+        for group in GROUPS {
+            for row in output.iter().filter(|row| row.group == group) {
+                println!("{}", row.to_json()?);
+            }
         }
         return Ok(());
     }
-    println!("## walbuf bench: log group\n");
+    println!("## walbuf bench\n");
     println!(
-        "{cores} cores, Linux {}; {trials} trials × {trial_ms} ms per row, each alternated with \
-         its baseline; {PAYLOAD_BYTES}-byte payloads; files in {} (disk counter: {}).\n",
+        "{cores} cores, Linux {}; {trials} trials × {trial_ms} ms per row (flush: {} trials × \
+         {} ms), each alternated with its baseline; files in {} (disk counter: {}); {:.0} s \
+         in all.\n",
         read_trimmed("/proc/sys/kernel/osrelease"),
+        trials.min(if args.quick { trials } else { FLUSH_TRIALS }),
+        FLUSH_WINDOW_MS[size],
         bench.directory.display(),
         bench.disk.as_ref().map_or_else(
             || "none".to_owned(),
             |disk| disk.describe().display().to_string()
         ),
+        run_seconds,
     );
-    print!("{}", markdown_table(&output));
-    println!();
+    for group in GROUPS {
+        let group_rows: Vec<Row> = output
+            .iter()
+            .filter(|row| row.group == group)
+            .cloned()
+            .collect();
+        if group_rows.is_empty() {
+            continue;
+        }
+        let (title, table) = match group {
+            "log" => (
+                format!("log: appends of {PAYLOAD_BYTES}-byte records"),
+                markdown_table(&group_rows),
+            ),
+            "ack" => (
+                "ack: add_shape acknowledged (300-byte shape, 32-byte comparable, 2 relations)"
+                    .to_owned(),
+                ack_table(&group_rows),
+            ),
+            "flush" => (
+                format!(
+                    "flush: sustained ops/s into SQLite, {}-op batches",
+                    flush_rows::BATCH_OPS
+                ),
+                flush_table(&group_rows),
+            ),
+            "read" => (
+                "read: point lookups, one thread".to_owned(),
+                read_table(&group_rows),
+            ),
+            _ => (
+                "recovery: open after SIGKILL".to_owned(),
+                recovery_table(&group_rows),
+            ),
+        };
+        println!("### {title}\n");
+        print!("{table}");
+        println!();
+    }
     print_noise(&output, &trials_of, &rows, &load_before, &load_after);
     print_targets(&output);
     Ok(())
@@ -434,7 +695,8 @@ fn print_noise(
         .fold(0.0_f64, f64::max);
     let baseline = rows
         .iter()
-        .map(|row| spread_of(&row.baseline))
+        .filter_map(|row| row.baseline.as_ref())
+        .map(spread_of)
         .fold(0.0_f64, f64::max);
     println!(
         "Noise: widest spread (max − min) / median of ops/s over a row's trials: walbuf rows \
@@ -444,7 +706,12 @@ fn print_noise(
     );
 }
 
-/// Issue 2's targets, as measured (a report, never an assertion).
+/// `met` or `missed`.
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}
+
+/// Issues 2, 3 and 6's targets, as measured (a report, never an assertion).
 fn print_targets(output: &[Row]) {
     let find = |system: &str, writers: usize| {
         output
@@ -461,11 +728,7 @@ fn print_targets(output: &[Row]) {
             lines.push(format!(
                 "- {system}, 1 writer ≥ 2 M appends/s: {} → {}",
                 human_rate(row.ops_per_s),
-                if row.ops_per_s >= 2e6 {
-                    "met"
-                } else {
-                    "missed"
-                }
+                verdict(row.ops_per_s >= 2e6)
             ));
         }
     }
@@ -475,19 +738,82 @@ fn print_targets(output: &[Row]) {
         lines.push(format!(
             "- walbuf-log-sync, 8 writers ≥ 5× fdatasync-per-append ×8 (alternated pairs): \
              {ratio:.2}× → {}",
-            if ratio >= 5.0 { "met" } else { "missed" }
+            verdict(ratio >= 5.0)
         ));
         if let Some(single) = find("fdatasync-per-append", 1) {
             let ratio = row.ops_per_s / single.ops_per_s.max(1e-9);
             lines.push(format!(
                 "- walbuf-log-sync, 8 writers ≥ 5× fdatasync-per-append ×1 (ratio of medians): \
                  {ratio:.2}× → {}",
-                if ratio >= 5.0 { "met" } else { "missed" }
+                verdict(ratio >= 5.0)
             ));
         }
     }
+    for (writers, target) in [(8, 10.0), (64, 50.0)] {
+        if let Some(row) = find("walbuf-sync", writers)
+            && let Some(ratio) = row.ratio
+        {
+            lines.push(format!(
+                "- walbuf-sync, {writers} writers ≥ {target:.0}× sqlite-1txn-full: {ratio:.2}× \
+                 ({} vs {} acks/s) → {}",
+                human_rate(row.ops_per_s),
+                find("sqlite-1txn-full", writers)
+                    .map_or_else(|| "?".to_owned(), |base| human_rate(base.ops_per_s)),
+                verdict(ratio >= target)
+            ));
+        }
+    }
+    if let Some(row) = find("walbuf-periodic", 1) {
+        lines.push(format!(
+            "- walbuf-periodic, 1 writer ≥ 500 k adds/s: {} → {}",
+            human_rate(row.ops_per_s),
+            verdict(row.ops_per_s >= 5e5)
+        ));
+    }
+    for row in output
+        .iter()
+        .filter(|row| row.system == "walbuf-flush" && row.ratio.is_some())
+    {
+        let ratio = row.ratio.unwrap_or(0.0);
+        lines.push(format!(
+            "- walbuf-flush ≥ 90% of {}: {:.0}% ({} vs baseline) → {}",
+            row.baseline.unwrap_or("?"),
+            ratio * 100.0,
+            human_rate(row.ops_per_s),
+            verdict(ratio >= 0.9)
+        ));
+    }
+    if let Some(row) = find("walbuf-handle_for_shape-buffered", 1) {
+        let sqlite = find("sqlite-handle_for_shape", 1);
+        lines.push(format!(
+            "- buffered handle_for_shape p50 ≤ 1 µs: {:.2} µs → {}",
+            row.p50_us,
+            verdict(row.p50_us <= 1.0)
+        ));
+        if let Some(ratio) = row.ratio {
+            lines.push(format!(
+                "- buffered handle_for_shape ≥ 10× the SQLite lookup: {ratio:.1}× in lookups/s \
+                 (p50 {:.2} µs vs {}) → {}",
+                row.p50_us,
+                sqlite.map_or_else(
+                    || "?".to_owned(),
+                    |sqlite| format!("{:.2} µs", sqlite.p50_us)
+                ),
+                verdict(ratio >= 10.0)
+            ));
+        }
+    }
+    if let Some(row) = output.iter().find(|row| row.system == "walbuf-recovery") {
+        lines.push(format!(
+            "- recovery ≥ 1 M ops/s replayed: {} ({} ops in {:.1} ms) → {}",
+            human_rate(row.ops_per_s),
+            row.unflushed_ops.unwrap_or(0),
+            row.open_ms.unwrap_or(0.0),
+            verdict(row.ops_per_s >= 1e6)
+        ));
+    }
     if !lines.is_empty() {
-        println!("\nTargets (issue 2, 2 cores):");
+        println!("\nTargets (issues 2, 3 and 6; 2 cores; ratios from alternated pairs):");
         for line in lines {
             println!("{line}");
         }

@@ -95,6 +95,13 @@ pub struct Row {
     pub disk_kib_per_sync: Option<f64>,
     /// Trials measured.
     pub trials: usize,
+    /// Group `recovery`: the open time in ms (median over the trials); otherwise `None`.
+    pub open_ms: Option<f64>,
+    /// Group `recovery`: ops left unflushed in the log (replayed by the open).
+    pub unflushed_ops: Option<u64>,
+    /// Group `read`: shapes in the registry (half buffered, half flushed) and in the
+    /// baseline table.
+    pub shapes: Option<u64>,
 }
 
 /// Rounds to `digits` decimals, for readable JSON.
@@ -167,6 +174,14 @@ impl Row {
                 .filter(|_| total_syncs > 0)
                 .map(|bytes| round(bytes as f64 / 1024.0 / total_syncs as f64, 1)),
             trials: trials.len(),
+            open_ms: Spread::of(
+                trials
+                    .iter()
+                    .filter_map(|trial| trial.open.map(|open| open.as_secs_f64() * 1000.0)),
+            )
+            .map(|spread| round(spread.median, 2)),
+            unflushed_ops: None,
+            shapes: None,
         })
     }
 
@@ -242,6 +257,114 @@ pub fn markdown_table(rows: &[Row]) -> String {
                     .zip(row.ratio_max)
                     .map(|(min, max)| format!("{min:.2}–{max:.2}"))
             ),
+        ));
+    }
+    out
+}
+
+/// `ratio` and `ratio min–max` cells of a row (dashes for a baseline's own row).
+fn ratio_cells(row: &Row) -> (String, String, String) {
+    let baseline = match (row.baseline, row.baseline_writers) {
+        (Some(name), Some(writers)) if writers > 1 => format!("{name} ×{writers}"),
+        (Some(name), Some(_)) => name.to_owned(),
+        _ => "(baseline)".to_owned(),
+    };
+    (
+        baseline,
+        or_dash(row.ratio.map(|value| format!("{value:.2}×"))),
+        or_dash(
+            row.ratio_min
+                .zip(row.ratio_max)
+                .map(|(min, max)| format!("{min:.2}–{max:.2}")),
+        ),
+    )
+}
+
+/// The rows of the `ack` group as a markdown table.
+pub fn ack_table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| system | writers | acks/s | min–max | p50 µs | p99 µs | p999 µs | syncs (commits)/s \
+         | ops/sync | baseline | ratio | ratio min–max |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|\n",
+    );
+    for row in rows {
+        let (baseline, ratio, ratios) = ratio_cells(row);
+        out.push_str(&format!(
+            "| {} | {} | {} | {}–{} | {} | {} | {} | {} | {} | {baseline} | {ratio} | {ratios} |\n",
+            row.system,
+            row.writers,
+            human_rate(row.ops_per_s),
+            human_rate(row.ops_per_s_min),
+            human_rate(row.ops_per_s_max),
+            human_us(row.p50_us),
+            human_us(row.p99_us),
+            human_us(row.p999_us),
+            human_rate(row.syncs_per_s),
+            or_dash(row.appends_per_sync.map(|value| format!("{value:.1}"))),
+        ));
+    }
+    out
+}
+
+/// The rows of the `flush` group as a markdown table.
+pub fn flush_table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| system | ops/s into SQLite | min–max | batches/s | ops/batch | baseline | ratio \
+         | ratio min–max |\n|---|--:|--:|--:|--:|---|--:|--:|\n",
+    );
+    for row in rows {
+        let (baseline, ratio, ratios) = ratio_cells(row);
+        out.push_str(&format!(
+            "| {} | {} | {}–{} | {:.1} | {} | {baseline} | {ratio} | {ratios} |\n",
+            row.system,
+            human_rate(row.ops_per_s),
+            human_rate(row.ops_per_s_min),
+            human_rate(row.ops_per_s_max),
+            row.syncs_per_s,
+            or_dash(row.appends_per_sync.map(|value| format!("{value:.0}"))),
+        ));
+    }
+    out
+}
+
+/// The rows of the `read` group as a markdown table.
+pub fn read_table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| system | shapes | lookups/s | min–max | p50 µs | p99 µs | p999 µs | baseline | ratio \
+         | ratio min–max |\n|---|--:|--:|--:|--:|--:|--:|---|--:|--:|\n",
+    );
+    for row in rows {
+        let (baseline, ratio, ratios) = ratio_cells(row);
+        out.push_str(&format!(
+            "| {} | {} | {} | {}–{} | {} | {} | {} | {baseline} | {ratio} | {ratios} |\n",
+            row.system,
+            or_dash(row.shapes.map(|shapes| shapes.to_string())),
+            human_rate(row.ops_per_s),
+            human_rate(row.ops_per_s_min),
+            human_rate(row.ops_per_s_max),
+            human_us(row.p50_us),
+            human_us(row.p99_us),
+            human_us(row.p999_us),
+        ));
+    }
+    out
+}
+
+/// The rows of the `recovery` group as a markdown table.
+pub fn recovery_table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| system | unflushed ops | open ms | replayed ops/s | min–max | trials |\n\
+         |---|--:|--:|--:|--:|--:|\n",
+    );
+    for row in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {}–{} | {} |\n",
+            row.system,
+            or_dash(row.unflushed_ops.map(|ops| ops.to_string())),
+            or_dash(row.open_ms.map(|open| format!("{open:.1}"))),
+            human_rate(row.ops_per_s),
+            human_rate(row.ops_per_s_min),
+            human_rate(row.ops_per_s_max),
+            row.trials,
         ));
     }
     out
