@@ -2,7 +2,9 @@
 //! that concurrent readers rarely meet, and a bounded heap for the least recently used.
 
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -12,20 +14,20 @@ const SHARDS: usize = 16;
 /// When each handle was last read.
 pub(crate) struct LastRead {
     hasher: RandomState,
-    shards: [Mutex<HashMap<String, Instant>>; SHARDS],
+    shards: [Mutex<HashMap<String, Instant, RandomState>>; SHARDS],
 }
 
 impl Default for LastRead {
     fn default() -> Self {
         Self {
-            hasher: RandomState::new(),
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+            hasher: RandomState::default(),
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::default())),
         }
     }
 }
 
 impl LastRead {
-    fn shard(&self, handle: &str) -> &Mutex<HashMap<String, Instant>> {
+    fn shard(&self, handle: &str) -> &Mutex<HashMap<String, Instant, RandomState>> {
         let index = self.hasher.hash_one(handle) as usize % SHARDS;
         &self.shards[index]
     }

@@ -120,20 +120,23 @@ impl<K: Hash + Eq, V> VersionIndex<K, V> {
 }
 
 /// oid → the `(handle, op key)` of each buffered add reading it.
-type RelationShard =
-    HashMap<u32, HashSet<(String, u64), foldhash::fast::RandomState>, foldhash::fast::RandomState>;
+type RelationShard = HashMap<
+    u32,
+    HashSet<(Arc<str>, u64), foldhash::fast::RandomState>,
+    foldhash::fast::RandomState,
+>;
 
 /// The registry's overlay.
 #[derive(Default)]
 pub struct ShapeOverlay {
     /// handle → versions (adds, removes, marks).
-    handles: VersionIndex<String, HandleVersion>,
+    handles: VersionIndex<Arc<str>, HandleVersion>,
     /// comparable → versions (the handle holding it, or `None` once released).
-    comparables: VersionIndex<Vec<u8>, Option<String>>,
+    comparables: VersionIndex<Arc<[u8]>, Option<Arc<str>>>,
     /// oid → the buffered adds reading it.
     relations: [RwLock<RelationShard>; SHARDS],
     /// Buffered adds in handle order, for listings.
-    added: RwLock<std::collections::BTreeSet<(String, u64)>>,
+    added: RwLock<std::collections::BTreeSet<(Arc<str>, u64)>>,
     resets: SkipMap<u64, ()>,
     /// Every handle and comparable that may be in SQLite.
     pub(crate) presence: Presence,
@@ -145,7 +148,7 @@ pub struct ShapeOverlay {
 /// the common case — adding a new shape — validates without reading SQLite.
 #[derive(Default)]
 pub(crate) struct Presence {
-    state: foldhash::quality::RandomState,
+    state: foldhash::fast::RandomState,
     hashes: RwLock<HashSet<u64, BuildHasherDefault<IdentityHasher>>>,
 }
 
@@ -217,35 +220,41 @@ impl ShapeOverlay {
         match op {
             ShapeOp::Add(shape) => {
                 self.presence.insert(&shape.handle, &shape.comparable);
+                // One shared copy of the handle for every index.
+                let handle: Arc<str> = Arc::from(shape.handle.as_str());
                 self.handles.insert(
-                    shape.handle.clone(),
+                    Arc::clone(&handle),
                     op_key,
                     HandleVersion::Added(Arc::clone(shape)),
                 );
                 self.comparables.insert(
-                    shape.comparable.clone(),
+                    Arc::from(shape.comparable.as_slice()),
                     op_key,
-                    Some(shape.handle.clone()),
+                    Some(Arc::clone(&handle)),
                 );
                 for relation in &shape.relations {
                     self.relation_shard(relation.oid)
                         .write()
                         .entry(relation.oid)
                         .or_default()
-                        .insert((shape.handle.clone(), op_key));
+                        .insert((Arc::clone(&handle), op_key));
                 }
-                self.added.write().insert((shape.handle.clone(), op_key));
+                self.added.write().insert((handle, op_key));
             }
             ShapeOp::Remove {
                 handle, comparable, ..
             } => {
                 self.handles
-                    .insert(handle.clone(), op_key, HandleVersion::Removed);
-                self.comparables.insert(comparable.clone(), op_key, None);
+                    .insert(Arc::from(handle.as_str()), op_key, HandleVersion::Removed);
+                self.comparables
+                    .insert(Arc::from(comparable.as_slice()), op_key, None);
             }
             ShapeOp::Mark { handle, state } => {
-                self.handles
-                    .insert(handle.clone(), op_key, HandleVersion::Marked(*state));
+                self.handles.insert(
+                    Arc::from(handle.as_str()),
+                    op_key,
+                    HandleVersion::Marked(*state),
+                );
             }
             ShapeOp::Reset => {
                 self.resets.insert(op_key, ());
@@ -258,16 +267,17 @@ impl ShapeOverlay {
             ShapeOp::Add(shape) => {
                 self.handles.remove(shape.handle.as_str(), op_key);
                 self.comparables.remove(shape.comparable.as_slice(), op_key);
+                let entry: (Arc<str>, u64) = (Arc::from(shape.handle.as_str()), op_key);
                 for relation in &shape.relations {
                     let mut shard = self.relation_shard(relation.oid).write();
                     if let Some(handles) = shard.get_mut(&relation.oid) {
-                        handles.remove(&(shape.handle.clone(), op_key));
+                        handles.remove(&entry);
                         if handles.is_empty() {
                             shard.remove(&relation.oid);
                         }
                     }
                 }
-                self.added.write().remove(&(shape.handle.clone(), op_key));
+                self.added.write().remove(&entry);
             }
             ShapeOp::Remove {
                 handle, comparable, ..
@@ -336,7 +346,7 @@ impl ShapeOverlay {
         let found = self
             .comparables
             .find_latest(comparable, reset.unwrap_or(0), view, |holder| {
-                Some(holder.clone())
+                Some(holder.as_deref().map(str::to_owned))
             });
         match found {
             Some(Some(handle)) => Resolved::Live(handle),
@@ -356,7 +366,7 @@ impl ShapeOverlay {
                 handles
                     .iter()
                     .filter(|(_, op_key)| *op_key <= view && *op_key > floor)
-                    .map(|(handle, _)| handle.clone()),
+                    .map(|(handle, _)| handle.to_string()),
             );
         }
     }
@@ -367,12 +377,12 @@ impl ShapeOverlay {
         let next = match after {
             Some(after) => added
                 .range((
-                    Bound::Excluded((after.to_owned(), u64::MAX)),
+                    Bound::Excluded((Arc::<str>::from(after), u64::MAX)),
                     Bound::Unbounded,
                 ))
                 .next(),
             None => added.iter().next(),
         };
-        next.map(|(handle, _)| handle.clone())
+        next.map(|(handle, _)| handle.to_string())
     }
 }
