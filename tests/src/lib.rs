@@ -24,6 +24,7 @@
 //! ```
 
 pub mod check;
+pub mod crash_model;
 pub mod fuzz;
 pub mod model;
 pub mod sim;

@@ -73,14 +73,31 @@ impl Refusal {
     }
 }
 
+/// An accepted write as the log holds it, under the op key it was given: replaying the first
+/// `p` of them gives the state after op key `p` (see [`Model::rewind`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Logged {
+    /// An add.
+    Add(NewShape),
+    /// A remove of a live handle.
+    Remove(String),
+    /// A snapshot mark of a live handle.
+    Mark(String, SnapshotState),
+    /// A reset.
+    Reset,
+}
+
 /// The shape registry's meaning: live shapes by handle, the comparable index, the op keys of
-/// accepted writes, and everything ever mentioned (so that reads can be compared for handles,
+/// accepted writes (and the writes themselves, so that a crash that loses a suffix can rewind
+/// the model), and everything ever mentioned (so that reads can be compared for handles,
 /// comparables and oids that are no longer live).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Model {
     shapes: BTreeMap<String, Shape>,
     comparables: BTreeMap<Vec<u8>, String>,
     last_op_key: u64,
+    /// Every accepted write: entry `i` holds op key `i + 1`.
+    logged: Vec<Logged>,
     seen_handles: BTreeSet<String>,
     seen_comparables: BTreeSet<Vec<u8>>,
     seen_oids: BTreeSet<u32>,
@@ -94,9 +111,51 @@ impl Model {
         Self::default()
     }
 
-    fn log(&mut self) -> u64 {
+    fn log(&mut self, write: Logged) -> u64 {
+        self.logged.push(write);
         self.last_op_key += 1;
         self.last_op_key
+    }
+
+    /// Every accepted write so far, in op-key order (entry `i` holds op key `i + 1`).
+    #[must_use]
+    pub fn logged(&self) -> &[Logged] {
+        &self.logged
+    }
+
+    /// Rewinds the model to the state after the first `op_keys` accepted writes (what a
+    /// crash that lost the later ones leaves), by replaying them onto an empty registry. Every
+    /// handle, comparable, oid and hash seen so far stays seen (their reads keep being
+    /// compared).
+    ///
+    /// # Errors
+    /// `op_keys` is more than the writes accepted so far.
+    pub fn rewind(&mut self, op_keys: u64) -> Result<(), String> {
+        let kept = usize::try_from(op_keys).map_err(|_| "op key out of range".to_owned())?;
+        if kept > self.logged.len() {
+            return Err(format!(
+                "cannot rewind to op key {op_keys}: only {} writes were accepted",
+                self.logged.len()
+            ));
+        }
+        let mut replayed = Self::new();
+        for write in &self.logged[..kept] {
+            let outcome = match write {
+                Logged::Add(shape) => replayed.add(shape),
+                Logged::Remove(handle) => replayed.remove(handle),
+                Logged::Mark(handle, state) => replayed.mark(handle, *state),
+                Logged::Reset => Ok(replayed.reset()),
+            };
+            if let Err(refusal) = outcome {
+                return Err(format!("replaying {write:?} was refused: {refusal:?}"));
+            }
+        }
+        replayed.seen_handles.append(&mut self.seen_handles);
+        replayed.seen_comparables.append(&mut self.seen_comparables);
+        replayed.seen_oids.append(&mut self.seen_oids);
+        replayed.seen_hashes.append(&mut self.seen_hashes);
+        *self = replayed;
+        Ok(())
     }
 
     /// Notes a handle as seen (its reads are compared from now on) without any write.
@@ -143,7 +202,7 @@ impl Model {
                 snapshot: SnapshotState::NotStarted,
             },
         );
-        Ok(self.log())
+        Ok(self.log(Logged::Add(shape.clone())))
     }
 
     /// Removes a live shape.
@@ -158,7 +217,7 @@ impl Model {
             });
         };
         self.comparables.remove(&shape.comparable);
-        Ok(self.log())
+        Ok(self.log(Logged::Remove(handle.to_owned())))
     }
 
     /// Moves a live shape's snapshot state forward to `state` (never back).
@@ -173,14 +232,14 @@ impl Model {
             });
         };
         shape.snapshot = shape.snapshot.max(state);
-        Ok(self.log())
+        Ok(self.log(Logged::Mark(handle.to_owned(), state)))
     }
 
     /// Removes every shape (always logged, even on an empty registry).
     pub fn reset(&mut self) -> u64 {
         self.shapes.clear();
         self.comparables.clear();
-        self.log()
+        self.log(Logged::Reset)
     }
 
     /// The boot sweep: removes every shape whose snapshot is not complete, one logged remove
@@ -1036,6 +1095,26 @@ mod tests {
         assert_eq!(model.reset(), 6);
         assert_eq!(model.count(), 0);
         assert!(model.seen_handles().contains("h2"));
+        assert_eq!(model.logged().len(), 6);
+    }
+
+    #[test]
+    fn rewind_replays_a_prefix_and_keeps_what_was_seen() {
+        let mut model = Model::new();
+        assert_eq!(model.add(&shape("h1", b"c", 1, &[5], 0)), Ok(1));
+        assert_eq!(model.mark("h1", SnapshotState::Complete), Ok(2));
+        assert_eq!(model.reset(), 3);
+        assert_eq!(model.add(&shape("h2", b"c", 2, &[6], 0)), Ok(4));
+        let mut at_two = Model::new();
+        let _ = at_two.add(&shape("h1", b"c", 1, &[5], 0));
+        let _ = at_two.mark("h1", SnapshotState::Complete);
+        model.rewind(2).expect("rewind");
+        assert_eq!(model.list(), at_two.list());
+        assert_eq!(model.last_op_key(), 2);
+        assert!(model.seen_handles().contains("h2"), "still seen");
+        assert!(model.seen_oids().contains(&6));
+        assert_eq!(model.add(&shape("h2", b"d", 2, &[], 0)), Ok(3));
+        assert!(model.rewind(4).is_err(), "only 3 writes now");
     }
 
     #[test]
