@@ -19,7 +19,9 @@
 //! [`CrashStep`] for the steps and `tests/tests/store_crash_model.rs` for the property.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -62,6 +64,21 @@ pub enum CrashStep {
         offset: u16,
         /// XORed into the byte (made non-zero).
         mask: u8,
+    },
+    /// The machine loses power in the middle of `op` (a write or a flush): at its
+    /// `point`-th persistence point (counting both phases of every sync, sync mark, create,
+    /// rename, directory sync, remove and tail erase from the step's start, on any thread —
+    /// so inside rotations, flush-driven retirements and group commits), or after it if it
+    /// has fewer. The op in flight may or may not survive.
+    PowerLossDuring {
+        /// The op in flight.
+        op: Op,
+        /// Which persistence point (from 0).
+        point: u8,
+        /// What happens to unsynced sectors and directory operations.
+        loss: PowerLoss,
+        /// Seed of the image's random choices.
+        seed: u64,
     },
     /// A process crash, then one byte of a provably durable op record garbled (in a segment
     /// that has a successor, or below the last segment's durable mark): the default open
@@ -108,7 +125,7 @@ impl CrashConfig {
 pub struct CrashCounts {
     /// Crashes of any kind.
     pub crashes: u64,
-    /// Accepted writes the crashes lost (never under `Sync`).
+    /// Acknowledged writes the crashes lost (never under `Sync`).
     pub ops_lost: u64,
     /// Accepted writes a `PointInTime` recovery discarded after a corrupted durable record.
     pub ops_discarded: u64,
@@ -116,6 +133,8 @@ pub struct CrashCounts {
     pub corruptions: u64,
     /// Torn tails garbled.
     pub torn_tails: u64,
+    /// Power losses captured at a persistence point in the middle of an op.
+    pub mid_op: u64,
 }
 
 /// A registry on a simulated log disk with a SQLite file in a scratch directory, its model,
@@ -264,6 +283,12 @@ impl CrashHarness {
                 self.crash(Image::PowerLoss(*loss, *seed), |_, _| Ok(None))
             }
             CrashStep::ProcessCrash => self.crash(Image::ProcessCrash, |_, _| Ok(None)),
+            CrashStep::PowerLossDuring {
+                op,
+                point,
+                loss,
+                seed,
+            } => self.crash_during(op, *point, *loss, *seed),
             CrashStep::CorruptTail {
                 loss,
                 seed,
@@ -317,6 +342,77 @@ impl CrashHarness {
             .map_err(|problem| format!("after a clean reopen: {problem}"))
     }
 
+    /// [`CrashStep::PowerLossDuring`]: a hook on the disk captures the log image and SQLite's
+    /// committed state at the chosen persistence point (the disk is frozen while it runs).
+    fn crash_during(
+        &mut self,
+        op: &Op,
+        point: u8,
+        loss: PowerLoss,
+        seed: u64,
+    ) -> Result<(), String> {
+        if matches!(op, Op::Reopen) {
+            return Err("PowerLossDuring needs a write or a flush".into());
+        }
+        let registry = self
+            .registry
+            .as_ref()
+            .ok_or("the harness has no open registry")?;
+        let before = self.model.last_op_key();
+        let stats = registry.stats();
+        let at_least = if self.config.policy == SyncPolicy::Sync {
+            before
+        } else {
+            stats.log.durable_op_key.max(stats.applied_op_key)
+        };
+        self.epoch += 1;
+        let database = self
+            .directory
+            .path()
+            .join(format!("walbuf-{}.db", self.epoch));
+        type Slot = Arc<Mutex<Option<Result<SimStorage, String>>>>;
+        let slot: Slot = Arc::default();
+        {
+            let (slot, from, to) = (Arc::clone(&slot), self.database.clone(), database.clone());
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut seen = 0u8;
+            self.disk.set_hook(move |_, snapshot| {
+                seen = seen.saturating_add(1);
+                if seen != point.saturating_add(1) {
+                    return;
+                }
+                let log = snapshot.power_loss_image(loss, &mut rng);
+                *slot.lock() = Some(snapshot_sqlite(&from, &to).map(|()| log));
+            });
+        }
+        let outcome = check_step(registry, &mut self.model, op);
+        self.disk.clear_hook();
+        outcome?;
+        let captured = slot.lock().take();
+        let log = match captured {
+            Some(log) => {
+                self.counts.mid_op += 1;
+                log?
+            }
+            None => {
+                let log = self
+                    .disk
+                    .power_loss_image(loss, &mut StdRng::seed_from_u64(seed));
+                snapshot_sqlite(&self.database, &database)?;
+                log
+            }
+        };
+        self.crash(
+            Image::Captured {
+                log,
+                database,
+                at_least,
+                acknowledged: before,
+            },
+            |_, _| Ok(None),
+        )
+    }
+
     /// The crash itself: `image` is the log as the crash left it, `damage` garbles it
     /// further (given the old disk and the image's disk).
     fn crash(
@@ -333,22 +429,43 @@ impl CrashHarness {
         // Lower bounds, read before the image is built (both only grow): what the log had
         // made durable, and what SQLite had applied.
         let stats = registry.stats();
-        let at_least = stats.log.durable_op_key.max(stats.applied_op_key);
-        let (image, nothing_lost) = match how {
-            Image::PowerLoss(loss, seed) => (
-                self.disk
-                    .power_loss_image(loss, &mut StdRng::seed_from_u64(seed)),
-                false,
-            ),
-            Image::ProcessCrash => (self.disk.process_crash_image(), true),
+        let mut at_least = stats.log.durable_op_key.max(stats.applied_op_key);
+        // Writes acknowledged before the crash (all accepted ones, unless it struck in the
+        // middle of one).
+        let mut acknowledged = accepted;
+        let (image, database) = match how {
+            Image::Captured {
+                log,
+                database,
+                at_least: captured_at_least,
+                acknowledged: captured_acknowledged,
+            } => {
+                at_least = captured_at_least;
+                acknowledged = captured_acknowledged;
+                (log, database)
+            }
+            Image::PowerLoss(..) | Image::ProcessCrash => {
+                let (image, nothing_lost) = match how {
+                    Image::PowerLoss(loss, seed) => (
+                        self.disk
+                            .power_loss_image(loss, &mut StdRng::seed_from_u64(seed)),
+                        false,
+                    ),
+                    _ => (self.disk.process_crash_image(), true),
+                };
+                // SQLite's committed state, taken after the log image: never behind it.
+                self.epoch += 1;
+                let database = self
+                    .directory
+                    .path()
+                    .join(format!("walbuf-{}.db", self.epoch));
+                snapshot_sqlite(&self.database, &database)?;
+                if self.config.policy == SyncPolicy::Sync || nothing_lost {
+                    at_least = accepted;
+                }
+                (image, database)
+            }
         };
-        // SQLite's committed state, taken after the log image: never behind it.
-        self.epoch += 1;
-        let database = self
-            .directory
-            .path()
-            .join(format!("walbuf-{}.db", self.epoch));
-        snapshot_sqlite(&self.database, &database)?;
         let image_disk = image.disk();
         let damage = damage(&self.disk, &image_disk)?;
         // The old store only ever writes to the old disk and the old database: close it.
@@ -359,12 +476,6 @@ impl CrashHarness {
         remove_database(&self.database);
         self.database = database;
         self.disk = image_disk;
-
-        let at_least = if nothing_lost || self.config.policy == SyncPolicy::Sync {
-            accepted
-        } else {
-            at_least
-        };
         let config = self.config.store_config();
         let report = match damage {
             None | Some(Damage::Tail) => {
@@ -423,7 +534,7 @@ impl CrashHarness {
         };
         self.resume(&report, at_least, accepted)
             .map_err(|problem| format!("after the crash: {problem}"))?;
-        self.counts.ops_lost += accepted - self.model.last_op_key();
+        self.counts.ops_lost += acknowledged.saturating_sub(self.model.last_op_key());
         Ok(())
     }
 
@@ -500,12 +611,19 @@ impl CrashHarness {
 }
 
 /// The log image a crash leaves.
-#[derive(Debug, Clone, Copy)]
 enum Image {
     /// [`SimDisk::power_loss_image`] with this loss and seed.
     PowerLoss(PowerLoss, u64),
     /// [`SimDisk::process_crash_image`].
     ProcessCrash,
+    /// Captured already (by a hook): the log image, SQLite's committed state copied to
+    /// `database`, and how many writes must have survived.
+    Captured {
+        log: SimStorage,
+        database: PathBuf,
+        at_least: u64,
+        acknowledged: u64,
+    },
 }
 
 /// What a crash step did to the image beyond the crash itself.
@@ -593,6 +711,14 @@ pub fn crash_step_strategy() -> BoxedStrategy<CrashStep> {
         4 => (power_loss_strategy(), any::<u64>())
             .prop_map(|(loss, seed)| CrashStep::PowerLoss { loss, seed }),
         1 => Just(CrashStep::ProcessCrash),
+        3 => (op_strategy(false), 0..24u8, power_loss_strategy(), any::<u64>()).prop_map(
+            |(op, point, loss, seed)| CrashStep::PowerLossDuring {
+                op,
+                point,
+                loss,
+                seed
+            }
+        ),
         2 => (power_loss_strategy(), any::<u64>(), any::<u16>(), 1..=255u8).prop_map(
             |(loss, seed, offset, mask)| CrashStep::CorruptTail {
                 loss,

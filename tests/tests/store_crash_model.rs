@@ -31,7 +31,7 @@ fn run(steps: Vec<CrashStep>, config: CrashConfig) -> Result<CrashCounts, String
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: proptest_cases(40),
+        cases: proptest_cases(256),
         max_shrink_iters: 2_000,
         ..ProptestConfig::default()
     })]
@@ -139,6 +139,29 @@ fn named_crash_sequences_recover_the_model_prefix() {
         pick: 0,
         mask: 0x80,
     });
+    // A power loss at every persistence point of one add that rotates the log, and of a
+    // flush that retires segments.
+    let mut mid_op = many("m", 25);
+    for point in 0..12 {
+        mid_op.push(CrashStep::PowerLossDuring {
+            op: Op::Add(shape(&format!("x{point}"), b"X", 1, &[1], 0)),
+            point,
+            loss: PowerLoss::DROP_ALL,
+            seed: u64::from(point),
+        });
+        mid_op.extend(many(&format!("y{point}_"), 3));
+        mid_op.push(CrashStep::PowerLossDuring {
+            op: Op::Flush,
+            point,
+            loss: PowerLoss {
+                sectors: SectorLoss::TornAtSector,
+                directory: DirectoryLoss::RandomPrefix,
+            },
+            seed: u64::from(point),
+        });
+        mid_op.push(CrashStep::Op(Op::Remove(format!("x{point}"))));
+    }
+    sequences.push(("power losses inside an add and a flush", mid_op, 0, 0));
     sequences.push((
         "rotations, retirements and crashes between them",
         rotations,
@@ -175,6 +198,13 @@ fn named_crash_sequences_recover_the_model_prefix() {
                     );
                     if policy == SyncPolicy::Sync {
                         assert_eq!(counts.ops_lost, 0, "{name} ({config:?}): {counts:?}");
+                        let during = steps
+                            .iter()
+                            .any(|step| matches!(step, CrashStep::PowerLossDuring { .. }));
+                        assert!(
+                            !during || counts.mid_op > 0,
+                            "{name} ({config:?}): no crash inside an op: {counts:?}"
+                        );
                     }
                 }
             }
