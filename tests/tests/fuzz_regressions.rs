@@ -85,7 +85,7 @@ fn seed_and_cases() -> (u64, usize) {
     let cases = std::env::var("WALBUF_FUZZ_CASES")
         .ok()
         .and_then(|cases| cases.parse().ok())
-        .unwrap_or(2000);
+        .unwrap_or(5000);
     eprintln!("seed {seed} (WALBUF_SEED), {cases} cases (WALBUF_FUZZ_CASES)");
     (seed, cases)
 }
