@@ -447,11 +447,9 @@ impl<St: Storage> ShapeRegistry<St> {
                 let holder = self.store.read_sqlite("read comparable", |c| {
                     sql::handle_for_comparable(c, comparable)
                 })?;
-                match holder {
-                    // A buffered remove of SQLite's holder hides it.
-                    Some(holder) if self.resolve_meta(&holder)?.is_some() => Some(holder),
-                    _ => None,
-                }
+                // No buffered op touches this comparable: a buffered remove or reset of
+                // SQLite's holder would have left a version of it, so the holder is live.
+                holder
             }
         };
         if let Some(handle) = &handle {
@@ -520,6 +518,9 @@ impl<St: Storage> ShapeRegistry<St> {
     /// # Errors
     /// [`RegistryError::Store`].
     pub fn handles_for_relations(&self, oids: &[u32]) -> Result<Vec<String>> {
+        // The overlay is consulted again after SQLite: hold it, so that no op leaves it in
+        // between (its SQLite row may predate the commit of a buffered removal).
+        let _gate = self.store.hold_overlay();
         let view = self.store.visible_op_key();
         let mut candidates = Vec::new();
         for oid in oids {
@@ -537,11 +538,18 @@ impl<St: Storage> ShapeRegistry<St> {
         }
         candidates.sort_unstable();
         candidates.dedup();
+        let overlay = self.store.overlay();
+        let reset = overlay.reset_at(view);
         let mut handles = Vec::with_capacity(candidates.len());
         for handle in candidates {
-            if let Some(shape) = self.resolve(&handle)?
-                && shape.relations.iter().any(|r| oids.contains(&r.oid))
-            {
+            let reads_one = match overlay.resolve_after(&handle, view, reset) {
+                Resolved::Live(shape) => shape.relations.iter().any(|r| oids.contains(&r.oid)),
+                Resolved::Gone => false,
+                // Only SQLite knows the shape, and its oid index named it: its row there
+                // reads one of the tables.
+                Resolved::Sqlite { .. } => true,
+            };
+            if reads_one {
                 handles.push(handle);
             }
         }

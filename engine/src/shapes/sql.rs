@@ -8,6 +8,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::op::{Shape, ShapeOp, SnapshotState, decode_relations, encode_relations};
 use crate::schema::BatchOp;
@@ -37,8 +38,8 @@ struct Net {
     /// Delete the row (and these relation rows) before anything else: the shape was live in
     /// SQLite and this batch removes it.
     delete: Option<Vec<u32>>,
-    /// The row to insert after the deletes.
-    insert: Option<Shape>,
+    /// The row to insert after the deletes, and its snapshot state.
+    insert: Option<(Arc<Shape>, SnapshotState)>,
     /// For a shape that stays in SQLite: move its snapshot state forward.
     mark: Option<SnapshotState>,
 }
@@ -58,7 +59,7 @@ pub(crate) fn apply(tx: &Transaction<'_>, batch: &[BatchOp<ShapeOp>]) -> rusqlit
             }
             ShapeOp::Add(shape) => {
                 let net = nets.entry(&shape.handle).or_default();
-                net.insert = Some(Shape::clone(shape));
+                net.insert = Some((Arc::clone(shape), shape.snapshot));
                 net.mark = None;
             }
             ShapeOp::Remove { handle, oids, .. } => {
@@ -72,7 +73,7 @@ pub(crate) fn apply(tx: &Transaction<'_>, batch: &[BatchOp<ShapeOp>]) -> rusqlit
             ShapeOp::Mark { handle, state } => {
                 let net = nets.entry(handle).or_default();
                 match &mut net.insert {
-                    Some(shape) => shape.snapshot = shape.snapshot.max(*state),
+                    Some((_, snapshot)) => *snapshot = (*snapshot).max(*state),
                     None => net.mark = Some(net.mark.map_or(*state, |mark| mark.max(*state))),
                 }
             }
@@ -107,14 +108,14 @@ pub(crate) fn apply(tx: &Transaction<'_>, batch: &[BatchOp<ShapeOp>]) -> rusqlit
         )?;
         let mut relations = Vec::new();
         for (handle, net) in &nets {
-            if let Some(shape) = &net.insert {
+            if let Some((shape, snapshot)) = &net.insert {
                 relations.clear();
                 encode_relations(&shape.relations, &mut relations);
                 insert.execute(params![
                     handle,
                     shape.comparable,
                     shape.hash,
-                    shape.snapshot.code(),
+                    snapshot.code(),
                     relations,
                     shape.shape
                 ])?;
