@@ -20,7 +20,8 @@
 
 use crate::error::{HeaderProblem, RecordProblem};
 use crate::format::{
-    RECORD_ALIGN, Record, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader, decode_record,
+    MIN_FRAME_LEN, RECORD_ALIGN, Record, RecordKind, SEGMENT_HEADER_LEN, SegmentHeader,
+    decode_record,
 };
 
 /// The strongest durability claim found in a segment.
@@ -189,6 +190,23 @@ fn last_nonzero(bytes: &[u8]) -> Option<usize> {
     bytes[..end].iter().rposition(|&byte| byte != 0)
 }
 
+/// Whether `bytes` start with a record header `decode_record` could accept: a frame length
+/// in range, a known kind and zero reserved bytes. A cheap necessary condition, never
+/// sufficient (the checksum decides).
+fn plausible_record_header(bytes: &[u8], max_record_bytes: u32) -> bool {
+    let Some(header) = bytes.first_chunk::<8>() else {
+        return false;
+    };
+    let frame_len = u64::from(u32::from_le_bytes([
+        header[0], header[1], header[2], header[3],
+    ]));
+    let kind_known = RecordKind::from_byte(header[4]).is_some();
+    frame_len >= MIN_FRAME_LEN
+        && frame_len <= u64::from(max_record_bytes)
+        && kind_known
+        && header[5..8] == [0, 0, 0]
+}
+
 /// Looks for records that still verify at every aligned offset from `from` on.
 fn scan_beyond_damage<'a>(
     bytes: &'a [u8],
@@ -201,6 +219,13 @@ fn scan_beyond_damage<'a>(
     while let Some(rest) = bytes.get(offset as usize..) {
         if rest.is_empty() {
             break;
+        }
+        // Most offsets past damage hold garbage: reject them on the header's fixed fields
+        // before checksumming a frame that may claim up to `max_record_bytes` (checksumming
+        // every candidate made a garbage tail quadratic to scan).
+        if !plausible_record_header(rest, max_record_bytes) {
+            offset += RECORD_ALIGN;
+            continue;
         }
         match decode_record(rest, offset, salt, max_record_bytes) {
             Ok(record) => {
