@@ -20,7 +20,7 @@ help:
 	@echo "make lint    rustfmt --check, clippy -D warnings, rustdoc -D warnings (each alone: fmt-check, clippy, doc)"
 	@echo "make bench   walbuf bench (release build)"
 	@echo "make crash   long process-kill runs: TRIALS=N trials of 5 SIGKILLs (default 200)"
-	@echo "make fuzz    one cargo-fuzz target, no sanitizer: TARGET=name (decode_record, scan_segment) SECONDS=n"
+	@echo "make fuzz    one cargo-fuzz target, no sanitizer: TARGET=name (decode_record, scan_segment, store_ops) SECONDS=n"
 	@echo "make fuzz-ci every fuzz target for $(FUZZ_CI_SECONDS) s (what .ci/run runs after test)"
 
 run:

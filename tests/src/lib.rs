@@ -26,5 +26,6 @@
 pub mod check;
 pub mod crash_model;
 pub mod fuzz;
+pub mod fuzz_store;
 pub mod model;
 pub mod sim;

@@ -579,3 +579,28 @@ fn regenerate_seeds() {
         std::fs::write(&path, bytes).expect("write seed");
     }
 }
+
+/// The `store_ops` target: every seed and saved crash input, then random inputs (fewer: each
+/// opens stores; `WALBUF_FUZZ_CASES` raises them too).
+#[test]
+fn store_ops_inputs() {
+    let check = walbuf_tests::fuzz_store::check_store_ops;
+    let mut failures = Vec::new();
+    let mut files = 0;
+    for kind in ["seeds", "regressions"] {
+        let (count, failed) = replay_dir(&fuzz_dir().join(kind).join("store_ops"), check);
+        files += count;
+        failures.extend(failed);
+    }
+    assert!(files > 0, "no store_ops seeds under fuzz/seeds/store_ops");
+    assert!(failures.is_empty(), "store_ops inputs failed: {failures:?}");
+    let (seed, cases) = seed_and_cases();
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5707);
+    for _ in 0..(cases / 100).max(1) {
+        let mut data = vec![0u8; rng.random_range(1..120)];
+        rng.fill_bytes(&mut data);
+        if std::panic::catch_unwind(|| check(&data)).is_err() {
+            panic!("store_ops failed on {data:?} (WALBUF_SEED={seed})");
+        }
+    }
+}
