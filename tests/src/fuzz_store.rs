@@ -75,12 +75,12 @@ pub fn decode_store_input(data: &[u8]) -> (CrashConfig, Vec<CrashStep>) {
                     _ => None,
                 }
             }
-            _ => take(&mut bytes)
-                .zip(take(&mut bytes))
-                .map(|(pick, mask)| CrashStep::CorruptDurable {
+            _ => take(&mut bytes).zip(take(&mut bytes)).map(|(pick, mask)| {
+                CrashStep::CorruptDurable {
                     pick: u32::from(pick),
                     mask: mask.max(1),
-                }),
+                }
+            }),
         };
         match step {
             Some(step) => steps.push(step),
