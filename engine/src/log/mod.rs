@@ -329,7 +329,10 @@ impl<S: Storage> Log<S> {
 
         let (active, durable, marked_offset, live) = match last {
             Some(last)
-                if last.last_op_key.map_or(last.first_op_key, |key| key + 1) == next_op_key
+                if last
+                    .last_op_key
+                    .map_or(last.first_op_key, |key| key.saturating_add(1))
+                    == next_op_key
                     && last.valid_end + padded_frame_len(0) <= last.capacity_bytes =>
             {
                 let file = storage
@@ -383,7 +386,7 @@ impl<S: Storage> Log<S> {
                         )
                     })?;
                 }
-                let sequence = last.map_or(1, |last| last.sequence + 1);
+                let sequence = last.map_or(1, |last| last.sequence.saturating_add(1));
                 let file = create_prepared(&storage, &config, 0)?;
                 let active = install_segment(&storage, &config, file, sequence, next_op_key)?;
                 let mut live = live;
