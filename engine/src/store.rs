@@ -523,6 +523,10 @@ impl<S: Schema, St: Storage> Store<S, St> {
         let op_key = {
             let mut state = shared.submit.lock();
             shared.check_writable()?;
+            // Validation may combine several overlay lookups with SQLite reads: keep the
+            // flusher from dropping committed ops in between (a buffered reset seen first,
+            // then the add after it gone, would read as "absent").
+            let _gate = shared.cleanup_gate.read_recursive();
             let validation = Validation {
                 shared,
                 live_count: state.live_count,
@@ -672,7 +676,9 @@ impl<S: Schema, St: Storage> Store<S, St> {
     /// a reader that merges the overlay with SQLite over several statements holds it, so that
     /// no op is in neither. Hold it briefly: the flusher waits for it after each commit.
     pub fn hold_overlay(&self) -> RwLockReadGuard<'_, ()> {
-        self.shared.cleanup_gate.read()
+        // Recursive: a caller may hold a listing while it writes or reads, and must not
+        // queue behind a flusher waiting to drop ops.
+        self.shared.cleanup_gate.read_recursive()
     }
 
     /// Live entities as of the visible ops: the live count after the latest visible buffered

@@ -401,6 +401,8 @@ impl<St: Storage> ShapeRegistry<St> {
     // ----- reads (as of the visible op key) -----
 
     fn resolve(&self, handle: &str) -> Result<Option<Shape>> {
+        // Several overlay lookups, then SQLite: no op may leave the overlay in between.
+        let _gate = self.store.hold_overlay();
         let view = self.store.visible_op_key();
         match self.store.overlay().resolve(handle, view) {
             Resolved::Live(shape) => Ok(Some(shape)),
@@ -421,6 +423,8 @@ impl<St: Storage> ShapeRegistry<St> {
 
     /// Hash and snapshot state of a live handle, without copying the shape from SQLite.
     fn resolve_meta(&self, handle: &str) -> Result<Option<(i64, SnapshotState)>> {
+        // Several overlay lookups, then SQLite: no op may leave the overlay in between.
+        let _gate = self.store.hold_overlay();
         let view = self.store.visible_op_key();
         match self.store.overlay().resolve(handle, view) {
             Resolved::Live(shape) => Ok(Some((shape.hash, shape.snapshot))),
@@ -439,6 +443,8 @@ impl<St: Storage> ShapeRegistry<St> {
     /// # Errors
     /// [`RegistryError::Store`] (a SQLite read failed).
     pub fn handle_for_shape(&self, comparable: &[u8]) -> Result<Option<String>> {
+        // Several overlay lookups, then SQLite: no op may leave the overlay in between.
+        let _gate = self.store.hold_overlay();
         let view = self.store.visible_op_key();
         let handle = match self.store.overlay().resolve_comparable(comparable, view) {
             Resolved::Live(handle) => Some(handle),
