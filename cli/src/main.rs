@@ -92,9 +92,10 @@ enum Command {
     /// replayed ops to SQLite and close.
     #[command(after_help = EXIT_CODES_HELP)]
     Recover(recover::RecoverArgs),
-    /// Measure append throughput and latency per sync policy and writer count, beside
-    /// baselines run alternately in the same session (fdatasync per append, memcpy + CRC32),
-    /// reported as ratios.
+    /// Measure walbuf beside the baselines a user would pick instead, run alternately in the
+    /// same session and reported as ratios: log appends (vs fdatasync per append, memcpy +
+    /// CRC32), shape acks (vs SQLite one transaction per op, hand-batched SQLite), sustained
+    /// flush, point reads (vs an indexed SQLite lookup) and recovery.
     #[command(after_help = EXIT_CODES_HELP)]
     Bench(bench::BenchArgs),
 }
