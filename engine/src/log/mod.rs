@@ -335,21 +335,7 @@ impl<S: Storage> Log<S> {
                     == next_op_key
                     && last.valid_end + padded_frame_len(0) <= last.capacity_bytes =>
             {
-                let file = storage
-                    .open(&last.name, last.capacity_bytes, last.valid_end)
-                    .map_err(|source| {
-                        Error::io("open segment", storage.describe(&last.name), source)
-                    })?;
-                // The recovered prefix may be only in the page cache (written under a
-                // weaker policy before a process crash): make it durable before anything
-                // appended after it is acknowledged as durable.
-                file.sync(0, last.valid_end).map_err(|source| {
-                    Error::io(
-                        "sync recovered segment",
-                        storage.describe(&last.name),
-                        source,
-                    )
-                })?;
+                let file = open_recovered(&storage, &last)?;
                 let salt = header_salt(&storage, &last.name)?;
                 let active = Arc::new(OpenSegment {
                     file,
@@ -371,20 +357,9 @@ impl<S: Storage> Log<S> {
             }
             last => {
                 if let Some(last) = &last {
-                    // As above: the last kept segment's records must be durable before the
-                    // new segment (named after them) makes them look complete.
-                    let file = storage
-                        .open(&last.name, last.capacity_bytes, last.valid_end)
-                        .map_err(|source| {
-                            Error::io("open segment", storage.describe(&last.name), source)
-                        })?;
-                    file.sync(0, last.valid_end).map_err(|source| {
-                        Error::io(
-                            "sync recovered segment",
-                            storage.describe(&last.name),
-                            source,
-                        )
-                    })?;
+                    // The last kept segment's records must be durable before the new segment
+                    // (named after them) makes them look complete.
+                    open_recovered(&storage, last)?;
                 }
                 let sequence = last.map_or(1, |last| last.sequence.saturating_add(1));
                 let file = create_prepared(&storage, &config, 0)?;
@@ -682,6 +657,26 @@ impl<S: Storage> Drop for Log<S> {
 }
 
 /// Reads the salt of an existing segment's header.
+/// Opens the last kept segment after recovery and syncs its recovered prefix: it may be only
+/// in the page cache (written under a weaker policy before a process crash), and must be
+/// durable before anything appended after it is acknowledged as durable.
+fn open_recovered<S: Storage>(
+    storage: &S,
+    last: &walbuf_recovery::replay::SegmentSummary,
+) -> Result<S::Segment> {
+    let file = storage
+        .open(&last.name, last.capacity_bytes, last.valid_end)
+        .map_err(|source| Error::io("open segment", storage.describe(&last.name), source))?;
+    file.sync(0, last.valid_end).map_err(|source| {
+        Error::io(
+            "sync recovered segment",
+            storage.describe(&last.name),
+            source,
+        )
+    })?;
+    Ok(file)
+}
+
 fn header_salt<S: Storage>(storage: &S, name: &str) -> Result<u64> {
     let bytes = storage
         .read(name)
