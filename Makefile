@@ -9,7 +9,7 @@ TRIALS ?= 200
 # `make fuzz`: target and duration. `make fuzz-ci`: every target, FUZZ_CI_SECONDS each.
 TARGET ?= decode_record
 SECONDS ?= 60
-FUZZ_TARGETS = decode_record scan_segment
+FUZZ_TARGETS = decode_record scan_segment store_ops
 FUZZ_CI_SECONDS = 60
 
 .PHONY: help run test test-targets test-doc lint fmt-check clippy doc bench crash fuzz fuzz-ci
