@@ -103,6 +103,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     install_tracing();
+    quiet_on_closed_stdout();
     let result = match &cli.command {
         Command::Demo(args) => demo::run(args),
         Command::DemoVictim(args) => demo::victim::run(args).map(|()| Outcome::Clean),
@@ -120,6 +121,25 @@ fn main() -> ExitCode {
             ExitCode::from(exit::ERROR)
         }
     }
+}
+
+/// A reader that stops early (`walbuf inspect DIR | head`) closes stdout: `println!` then
+/// panics with a broken pipe. That is the reader's choice, not an error: end quietly, as a
+/// process killed by SIGPIPE would, instead of printing a panic.
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(i32::from(exit::OK));
+        }
+        default_hook(info);
+    }));
 }
 
 /// Sends `tracing` events to stderr, filtered by `RUST_LOG` (default: warnings and errors).

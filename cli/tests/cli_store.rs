@@ -216,3 +216,25 @@ fn inspect_and_dump_read_a_bare_log_directory() -> anyhow::Result<()> {
     assert!(run.stdout.contains("\"state\":\"-\""), "{run}");
     Ok(())
 }
+
+/// A reader that closes the pipe early (`walbuf inspect DIR | head`) ends the command quietly:
+/// no panic on the broken pipe, exit 0.
+#[test]
+fn a_closed_stdout_ends_inspect_and_verify_quietly() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    make_store(dir.path(), 20, 3)?;
+    for command in ["inspect", "verify"] {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_walbuf"))
+            .args([command, text(dir.path())?])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        // Close the reading end before the command writes anything.
+        drop(child.stdout.take());
+        let output = child.wait_with_output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{command}: {stderr}");
+        assert_eq!(output.status.code(), Some(0), "{command}: {stderr}");
+    }
+    Ok(())
+}
