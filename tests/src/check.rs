@@ -376,3 +376,41 @@ pub fn within<T: Send + 'static>(
         }
     }
 }
+
+/// The store settings of the simulated-disk store tests (`store_power_loss`,
+/// `store_disk_faults`): `Sync`, 16 KiB segments prepared inline, quick idle marks, batches
+/// of 8 flushed every millisecond — so that rotations, retirements and flush commits happen
+/// within a few hundred ops.
+#[must_use]
+pub fn sim_store_config() -> walbuf::store::StoreConfig {
+    walbuf::store::StoreConfig {
+        log: Config {
+            segment_size_bytes: 16 * 1024,
+            max_record_bytes: 4 * 1024,
+            sync_policy: walbuf::SyncPolicy::Sync,
+            idle_mark_ms: 1,
+            prepare_ahead: false,
+        },
+        batch_ops_max: 8,
+        flush_interval_ms: 1,
+        ..walbuf::store::StoreConfig::default()
+    }
+}
+
+/// The store settings of the process-kill victim (`shape_victim`) and of the test that
+/// reopens its stores (`crash_kill`): `Sync`, 64 KiB segments, batches of 64 flushed every
+/// 2 ms. The victim adds its flush-pausing hook on top.
+#[must_use]
+pub fn kill_victim_config() -> walbuf::store::StoreConfig {
+    walbuf::store::StoreConfig {
+        log: Config {
+            segment_size_bytes: 64 * 1024,
+            max_record_bytes: 16 * 1024,
+            sync_policy: walbuf::SyncPolicy::Sync,
+            ..Config::default()
+        },
+        batch_ops_max: 64,
+        flush_interval_ms: 2,
+        ..walbuf::store::StoreConfig::default()
+    }
+}

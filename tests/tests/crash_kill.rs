@@ -26,7 +26,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use walbuf::ShapeRegistry;
 use walbuf::store::{DATABASE_FILE, LOG_DIRECTORY, StoreConfig};
-use walbuf::{SyncPolicy, log};
 use walbuf_recovery::replay::{DirectorySource, Mode, Options};
 
 const KILLS_PER_TRIAL: u32 = 5;
@@ -170,17 +169,7 @@ fn observe(registry: &ShapeRegistry, handle: &str) -> Result<State, String> {
 
 /// The parent reopens with the victim's settings (minus its flush pause).
 fn config() -> StoreConfig {
-    StoreConfig {
-        log: log::Config {
-            segment_size_bytes: 64 * 1024,
-            max_record_bytes: 16 * 1024,
-            sync_policy: SyncPolicy::Sync,
-            ..log::Config::default()
-        },
-        batch_ops_max: 64,
-        flush_interval_ms: 2,
-        ..StoreConfig::default()
-    }
+    walbuf_tests::check::kill_victim_config()
 }
 
 /// Runs one victim and kills it: returns its output lines.

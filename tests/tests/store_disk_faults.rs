@@ -3,25 +3,14 @@
 
 use std::time::Duration;
 
+use walbuf::Error;
 use walbuf::shapes::{NewShape, RegistryError, ShapeRegistry, ShapeSchema};
 use walbuf::store::{Store, StoreConfig};
-use walbuf::{Error, SyncPolicy, log};
 use walbuf_tests::check::within;
 use walbuf_tests::sim::{PowerLoss, SimStorage, SyncFault};
 
 fn config() -> StoreConfig {
-    StoreConfig {
-        log: log::Config {
-            segment_size_bytes: 16 * 1024,
-            max_record_bytes: 4 * 1024,
-            sync_policy: SyncPolicy::Sync,
-            idle_mark_ms: 1,
-            prepare_ahead: false,
-        },
-        batch_ops_max: 8,
-        flush_interval_ms: 1,
-        ..StoreConfig::default()
-    }
+    walbuf_tests::check::sim_store_config()
 }
 
 fn shape(index: u64) -> NewShape {

@@ -21,7 +21,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use walbuf::shapes::{NewShape, Relation, ShapeRegistry, ShapeSchema, SnapshotState};
 use walbuf::store::{Store, StoreConfig};
-use walbuf::{SyncPolicy, log};
 use walbuf_tests::sim::{DirectoryLoss, PowerLoss, SimStorage};
 
 /// The shapes after some prefix of the ops: handle → (comparable, snapshot state).
@@ -85,18 +84,7 @@ fn workload(seed: u64, len: usize) -> Vec<Op> {
 }
 
 fn config() -> StoreConfig {
-    StoreConfig {
-        log: log::Config {
-            segment_size_bytes: 16 * 1024,
-            max_record_bytes: 4 * 1024,
-            sync_policy: SyncPolicy::Sync,
-            idle_mark_ms: 1,
-            prepare_ahead: false,
-        },
-        batch_ops_max: 8,
-        flush_interval_ms: 1,
-        ..StoreConfig::default()
-    }
+    walbuf_tests::check::sim_store_config()
 }
 
 fn submit(registry: &ShapeRegistry<SimStorage>, op: &Op) {

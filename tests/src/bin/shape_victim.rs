@@ -25,20 +25,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use walbuf::shapes::{NewShape, Relation, ShapeRegistry};
 use walbuf::store::{ApplyHook, StoreConfig};
-use walbuf::{SyncPolicy, log};
 
 /// The victim's store configuration (the parent reopens with the same).
 fn config(slow_flush: bool, seed: u64) -> StoreConfig {
     let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed ^ 0x5107)));
     StoreConfig {
-        log: log::Config {
-            segment_size_bytes: 64 * 1024,
-            max_record_bytes: 16 * 1024,
-            sync_policy: SyncPolicy::Sync,
-            ..log::Config::default()
-        },
-        batch_ops_max: 64,
-        flush_interval_ms: 2,
         apply_hook: slow_flush.then(|| {
             ApplyHook(Arc::new(move |_: &[u64]| {
                 // Hold the flush transaction open a while now and then: kills land in it.
@@ -47,7 +38,7 @@ fn config(slow_flush: bool, seed: u64) -> StoreConfig {
                 Ok(())
             }))
         }),
-        ..StoreConfig::default()
+        ..walbuf_tests::check::kill_victim_config()
     }
 }
 
