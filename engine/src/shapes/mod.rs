@@ -175,25 +175,12 @@ impl<St: Storage> ShapeRegistry<St> {
         validation: &Validation<'_, ShapeSchema, St>,
         handle: &str,
     ) -> crate::Result<Option<Shape>> {
-        match validation
-            .overlay()
-            .resolve(handle, validation.view_op_key())
-        {
-            Resolved::Live(shape) => Ok(Some(shape)),
-            Resolved::Gone => Ok(None),
-            Resolved::Sqlite { .. } if !validation.overlay().presence.may_hold_handle(handle) => {
-                Ok(None)
-            }
-            Resolved::Sqlite { mark } => {
-                let shape = validation.sqlite("read shape", |c| sql::shape(c, handle))?;
-                Ok(shape.map(|mut shape| {
-                    if let Some(mark) = mark {
-                        shape.snapshot = shape.snapshot.max(mark);
-                    }
-                    shape
-                }))
-            }
-        }
+        shape_as_of(
+            validation.overlay(),
+            handle,
+            validation.view_op_key(),
+            || validation.sqlite("read shape", |c| sql::shape(c, handle)),
+        )
     }
 
     fn is_live_in(
@@ -404,21 +391,10 @@ impl<St: Storage> ShapeRegistry<St> {
         // Several overlay lookups, then SQLite: no op may leave the overlay in between.
         let _gate = self.store.hold_overlay();
         let view = self.store.visible_op_key();
-        match self.store.overlay().resolve(handle, view) {
-            Resolved::Live(shape) => Ok(Some(shape)),
-            Resolved::Gone => Ok(None),
-            Resolved::Sqlite { mark } => {
-                let shape = self
-                    .store
-                    .read_sqlite("read shape", |c| sql::shape(c, handle))?;
-                Ok(shape.map(|mut shape| {
-                    if let Some(mark) = mark {
-                        shape.snapshot = shape.snapshot.max(mark);
-                    }
-                    shape
-                }))
-            }
-        }
+        Ok(shape_as_of(self.store.overlay(), handle, view, || {
+            self.store
+                .read_sqlite("read shape", |c| sql::shape(c, handle))
+        })?)
     }
 
     /// Hash and snapshot state of a live handle, without copying the shape from SQLite.
@@ -627,6 +603,28 @@ impl<St: Storage> ShapeRegistry<St> {
     /// As [`Store::close`].
     pub fn close(&self) -> Result<()> {
         Ok(self.store.close()?)
+    }
+}
+
+/// The live shape `handle` as of `view`: the overlay's verdict, else SQLite through
+/// `read_sqlite` — skipped when the presence filter proves SQLite never held the handle —
+/// with buffered snapshot marks applied. Shared by validation and reads.
+fn shape_as_of(
+    overlay: &ShapeOverlay,
+    handle: &str,
+    view: u64,
+    read_sqlite: impl FnOnce() -> crate::Result<Option<Shape>>,
+) -> crate::Result<Option<Shape>> {
+    match overlay.resolve(handle, view) {
+        Resolved::Live(shape) => Ok(Some(shape)),
+        Resolved::Gone => Ok(None),
+        Resolved::Sqlite { .. } if !overlay.presence.may_hold_handle(handle) => Ok(None),
+        Resolved::Sqlite { mark } => Ok(read_sqlite()?.map(|mut shape| {
+            if let Some(mark) = mark {
+                shape.snapshot = shape.snapshot.max(mark);
+            }
+            shape
+        })),
     }
 }
 
