@@ -520,7 +520,7 @@ impl<S: Schema, St: Storage> Store<S, St> {
         let shared = &*self.shared;
         shared.check_writable()?;
         self.wait_for_room(wait)?;
-        let op_key = {
+        let (op_key, value) = {
             let mut state = shared.submit.lock();
             shared.check_writable()?;
             // Validation may combine several overlay lookups with SQLite reads: keep the
@@ -575,7 +575,6 @@ impl<S: Schema, St: Storage> Store<S, St> {
             state.live_count = accepted.live_count_after;
             (op_key, value)
         };
-        let (op_key, value) = op_key;
         if shared.log.config().sync_policy == SyncPolicy::Sync {
             shared.log.wait_durable(op_key)?;
         }
