@@ -111,6 +111,15 @@ pub enum Error {
         /// The failure.
         cause: Box<Error>,
     },
+    /// The log gave an op a different key than the store assigned: something else appended
+    /// to the store's log. A bug; the store stops accepting writes.
+    #[error("the log assigned op key {logged} where the store expected {expected}")]
+    OpKeyMismatch {
+        /// The key the store assigned.
+        expected: u64,
+        /// The key the log used.
+        logged: u64,
+    },
     /// A logged op could not be decoded by the store's schema (the log was written by another
     /// schema or a newer version).
     #[error("op {op_key} in the log cannot be decoded: {source}")]

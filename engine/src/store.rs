@@ -560,11 +560,11 @@ impl<S: Schema, St: Storage> Store<S, St> {
                     return Err(match outcome {
                         Err(error) => error.into(),
                         Ok(logged) => {
-                            let error = Error::InvalidConfig {
-                                field: "log",
-                                problem: "op keys assigned outside the store",
+                            let error = Error::OpKeyMismatch {
+                                expected: op_key,
+                                logged,
                             };
-                            tracing::error!(expected = op_key, logged, "{error}");
+                            tracing::error!("{error}");
                             shared.fail(error.clone());
                             error.into()
                         }
