@@ -61,9 +61,18 @@
 //! against `sqlite-batch5000-sorted` (SQLite defaults) and `sqlite-batch5000-tuned` (walbuf's
 //! flusher settings); `syncs` counts batches.
 //!
-//! Group `read` ([`read_rows`]), one thread, `shapes` in the fixture:
-//! `walbuf-{handle_for_shape,shape_for_handle,handles_for_relations}-{buffered,flushed}`,
-//! each against `sqlite-{handle_for_shape,shape_for_handle,handles_for_relations}`.
+//! Group `read` ([`read_rows`]), one reader thread, `shapes` in the fixture (1 M, 10 k with
+//! `--quick`; half buffered, half flushed):
+//!
+//! | system | what | baseline |
+//! |---|---|---|
+//! | `walbuf-{handle_for_shape,shape_for_handle,handles_for_relations}-{buffered,flushed}` | a point read of a buffered / flushed shape | `sqlite-{handle_for_shape,shape_for_handle,handles_for_relations}` |
+//! | `walbuf-list_shapes` | `list_shapes`, the first 1 000 shapes in handle order; ops = shapes listed, latency per listing | `sqlite-list_shapes` (`ORDER BY handle LIMIT 1000`) |
+//! | `walbuf-handle_for_shape-buffered-burst` | buffered `handle_for_shape` while a writer thread adds shapes | `walbuf-handle_for_shape-buffered-quiet` (no writer) |
+//! | `sqlite-handle_for_shape-burst` | the SQLite lookup while a writer on another connection commits shapes, 100 per transaction | `sqlite-handle_for_shape-quiet` |
+//!
+//! The burst rows' ratio is lookups/s under the burst ÷ without; the targets compare their
+//! p99s.
 //!
 //! Group `recovery` ([`recovery_rows`]), no baseline: `walbuf-recovery-empty` (open after a
 //! kill with nothing unflushed) and `walbuf-recovery` (`unflushed_ops` in the log);
@@ -89,7 +98,7 @@ use walbuf::SyncPolicy;
 
 use self::driver::{DiskCounter, Trial};
 use self::raw::SyncFile;
-use self::read_rows::{Fixture, ReadOp, Source};
+use self::read_rows::{Fixture, Load, ReadOp, Source};
 use self::report::{
     Row, Spread, ack_table, flush_table, human_rate, markdown_table, read_table, recovery_table,
 };
@@ -145,7 +154,7 @@ const FLUSH_WINDOW_MS: [u64; 2] = [10_000, 2_000];
 /// Trials of a `flush` row in a full run (its trials are long).
 const FLUSH_TRIALS: usize = 3;
 /// Shapes in the `read` fixture (full run, `--quick`).
-const READ_SHAPES: [u64; 2] = [100_000, 10_000];
+const READ_SHAPES: [u64; 2] = [1_000_000, 10_000];
 /// Unflushed ops of the `recovery` row (full run, `--quick`).
 const RECOVERY_OPS: [u64; 2] = [100_000, 10_000];
 
@@ -178,6 +187,10 @@ enum System {
     FlushBatched { tuned: bool },
     /// `read`: a lookup.
     Read(ReadOp, Source),
+    /// `read`: a listing of the first shapes, from walbuf or (`sqlite`) the baseline.
+    ListShapes { sqlite: bool },
+    /// `read`: buffered (or `sqlite`: baseline) `handle_for_shape` lookups under `load`.
+    ReadUnderLoad { sqlite: bool, load: Load },
     /// `recovery`: open after a kill with this many unflushed ops.
     Recovery(u64),
 }
@@ -216,6 +229,14 @@ impl System {
                     "walbuf-handles_for_relations-flushed"
                 }
                 (ReadOp::HandlesForRelations, Source::Sqlite) => "sqlite-handles_for_relations",
+            },
+            Self::ListShapes { sqlite: false } => "walbuf-list_shapes",
+            Self::ListShapes { sqlite: true } => "sqlite-list_shapes",
+            Self::ReadUnderLoad { sqlite, load } => match (sqlite, load) {
+                (false, Load::Quiet) => "walbuf-handle_for_shape-buffered-quiet",
+                (false, Load::Burst) => "walbuf-handle_for_shape-buffered-burst",
+                (true, Load::Quiet) => "sqlite-handle_for_shape-quiet",
+                (true, Load::Burst) => "sqlite-handle_for_shape-burst",
             },
             Self::Recovery(0) => "walbuf-recovery-empty",
             Self::Recovery(_) => "walbuf-recovery",
@@ -340,6 +361,30 @@ fn plan(quick: bool) -> Vec<Planned> {
             ));
         }
     }
+    rows.push(Planned::new(
+        "read",
+        Subject::new(System::ListShapes { sqlite: false }, 1),
+        Some(Subject::new(System::ListShapes { sqlite: true }, 1)),
+    ));
+    for sqlite in [false, true] {
+        rows.push(Planned::new(
+            "read",
+            Subject::new(
+                System::ReadUnderLoad {
+                    sqlite,
+                    load: Load::Burst,
+                },
+                1,
+            ),
+            Some(Subject::new(
+                System::ReadUnderLoad {
+                    sqlite,
+                    load: Load::Quiet,
+                },
+                1,
+            )),
+        ));
+    }
 
     for ops in [0, RECOVERY_OPS[size]] {
         rows.push(Planned::new(
@@ -420,21 +465,31 @@ impl Bench {
             }
             System::FlushWalbuf => flush_rows::walbuf_trial(directory, duration),
             System::FlushBatched { tuned } => flush_rows::batched_trial(directory, tuned, duration),
-            System::Read(op, source) => {
-                if self.read_fixture.is_none() {
-                    eprintln!(
-                        "building the read fixture: {} shapes, half flushed",
-                        self.read_shapes
-                    );
-                    self.read_fixture = Some(Fixture::build(directory, self.read_shapes)?);
-                }
-                let Some(fixture) = &self.read_fixture else {
-                    bail!("the read fixture was not built");
-                };
-                fixture.trial(op, source, duration)
+            System::Read(op, source) => self.read_fixture()?.trial(op, source, duration),
+            System::ListShapes { sqlite } => self.read_fixture()?.list_trial(sqlite, duration),
+            System::ReadUnderLoad { sqlite, load } => {
+                self.read_fixture()?.burst_trial(sqlite, load, duration)
             }
             System::Recovery(ops) => recovery_rows::trial(directory, ops),
         }
+    }
+}
+
+impl Bench {
+    /// The `read` fixture, built by the first call.
+    fn read_fixture(&mut self) -> anyhow::Result<&Fixture> {
+        if self.read_fixture.is_none() {
+            eprintln!(
+                "building the read fixture: {} shapes, half flushed",
+                self.read_shapes
+            );
+            let started = std::time::Instant::now();
+            self.read_fixture = Some(Fixture::build(&self.directory, self.read_shapes)?);
+            eprintln!("built the read fixture in {:.1?}", started.elapsed());
+        }
+        self.read_fixture
+            .as_ref()
+            .context("the read fixture was not built")
     }
 }
 
@@ -567,7 +622,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let annotate = |mut row: Row, subject: Subject| {
         match subject.system {
             System::Recovery(ops) => row.unflushed_ops = Some(ops),
-            System::Read(..) => row.shapes = Some(bench.read_shapes),
+            System::Read(..) | System::ListShapes { .. } | System::ReadUnderLoad { .. } => {
+                row.shapes = Some(bench.read_shapes);
+            }
             _ => {}
         }
         row
@@ -800,6 +857,30 @@ fn print_targets(output: &[Row]) {
                     |sqlite| format!("{:.2} µs", sqlite.p50_us)
                 ),
                 verdict(ratio >= 10.0)
+            ));
+        }
+    }
+    for (burst, quiet) in [
+        (
+            "walbuf-handle_for_shape-buffered-burst",
+            "walbuf-handle_for_shape-buffered-quiet",
+        ),
+        (
+            "sqlite-handle_for_shape-burst",
+            "sqlite-handle_for_shape-quiet",
+        ),
+    ] {
+        if let (Some(burst), Some(quiet)) = (find(burst, 1), find(quiet, 1)) {
+            let ratio = burst.p99_us / quiet.p99_us.max(1e-9);
+            lines.push(format!(
+                "- {} p99 under a write burst ≤ 2× without: {ratio:.2}× (p99 {:.2} µs vs \
+                 {:.2} µs; p50 {:.2} vs {:.2} µs) → {}",
+                burst.system,
+                burst.p99_us,
+                quiet.p99_us,
+                burst.p50_us,
+                quiet.p50_us,
+                verdict(ratio <= 2.0)
             ));
         }
     }
