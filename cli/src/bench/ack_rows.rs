@@ -8,6 +8,9 @@
 //!   abandons whatever is still buffered (an apply hook fails the final batch, so `close`
 //!   returns at once; the log keeps the ops): otherwise a `None` trial would be followed by
 //!   seconds of flushing.
+//! * `reference-logoff`: the reference design (see [`reference`]): the same registry with its
+//!   log in memory — no files, no syncs — and the same flusher, measured the same way. walbuf's
+//!   rows over this one are what the durable log costs.
 //! * `sqlite-1txn-*`: one connection behind a mutex; each op is one transaction (the shape
 //!   row and its 2 relation rows) in WAL mode at `synchronous=FULL` or `NORMAL`.
 //! * `sqlite-batch*`: writers hand their op to one batching thread through a channel and
@@ -23,11 +26,13 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use walbuf::storage::Storage;
 use walbuf::store::{ApplyHook, StoreConfig};
 use walbuf::{NewShape, ShapeRegistry, SyncPolicy};
 
 use super::driver::{DiskCounter, Trial, closed_loop, remove_tree, with_disk_bytes};
 use super::log_rows::settle;
+use super::reference;
 use super::workload::{Synchronous, insert_unsorted, op_key, open_baseline, shape_body, shape_of};
 
 /// Numbers the trials of a run, for unique directories and keys.
@@ -72,12 +77,52 @@ pub fn walbuf_trial(
     let abandon = Arc::new(AtomicBool::new(false));
     let (registry, _report) = ShapeRegistry::open(&directory, abandoning_config(policy, &abandon))
         .with_context(|| format!("cannot open a registry in {}", directory.display()))?;
+    let trial = registry_trial(&registry, &abandon, number, writers, duration, disk)?;
+    drop(registry);
+    remove_tree(&directory)?;
+    Ok(trial)
+}
+
+/// One trial of `reference-logoff`: as [`walbuf_trial`] on the reference design, a registry
+/// whose log is in memory ([`reference::MemoryStorage`]; `SyncPolicy::None`, as its syncs
+/// would do nothing).
+///
+/// # Errors
+/// As [`walbuf_trial`].
+pub fn reference_trial(
+    parent: &Path,
+    writers: usize,
+    duration: Duration,
+    disk: Option<&DiskCounter>,
+) -> anyhow::Result<Trial> {
+    let number = NEXT_TRIAL.fetch_add(1, Ordering::Relaxed);
+    let directory = parent.join(format!("ack-reference-logoff-{writers}w-{number}"));
+    let abandon = Arc::new(AtomicBool::new(false));
+    let registry =
+        reference::open_registry(&directory, abandoning_config(SyncPolicy::None, &abandon))?;
+    let trial = registry_trial(&registry, &abandon, number, writers, duration, disk)?;
+    drop(registry);
+    remove_tree(&directory)?;
+    Ok(trial)
+}
+
+/// The timed part of a registry trial: waits for the log's background preparation, runs
+/// `writers` threads adding shapes for `duration`, then closes the registry abandoning what
+/// is still buffered (`abandon` is the flag its [`abandoning_config`] reads).
+fn registry_trial<St: Storage>(
+    registry: &ShapeRegistry<St>,
+    abandon: &AtomicBool,
+    number: u64,
+    writers: usize,
+    duration: Duration,
+    disk: Option<&DiskCounter>,
+) -> anyhow::Result<Trial> {
     settle(SETTLE_TIMEOUT);
     let body = shape_body();
     let before = registry.stats();
     let (mut trial, disk_bytes) = with_disk_bytes(disk, || {
         closed_loop(writers, duration, |thread| {
-            let (registry, body) = (&registry, &body);
+            let body = &body;
             let mut sequence = 0;
             Ok(move || {
                 sequence += 1;
@@ -91,8 +136,6 @@ pub fn walbuf_trial(
     let after = registry.stats();
     abandon.store(true, Ordering::Relaxed);
     registry.close().context("close the registry")?;
-    drop(registry);
-    remove_tree(&directory)?;
     trial.syncs = after.log.syncs - before.log.syncs;
     trial.rotations = Some(after.log.rotations - before.log.rotations);
     trial.disk_bytes_written = disk_bytes;

@@ -53,6 +53,11 @@
 //! | `walbuf-sync` / `walbuf-periodic` / `walbuf-none` | `ShapeRegistry::add_shape` under `Sync` / `Periodic { interval_ms: 10 }` / `None` |
 //! | `sqlite-1txn-full` / `sqlite-1txn-normal` | one SQLite transaction per op, WAL, `synchronous=FULL` / `NORMAL` |
 //! | `sqlite-batch100` / `sqlite-batch1000` | writers hand ops to one batching thread (≤ 100 / 1 000 per transaction, FULL), acked on commit (8 and 64 writers) |
+//! | `reference-logoff` | the reference design: the same registry with its log in memory ([`reference`]: no files, no syncs; `SyncPolicy::None`), same flusher — what durability costs |
+//!
+//! One more row puts `walbuf-periodic` ×1 against `reference-logoff` ×1 (alternated pairs: the
+//! "within 25% of the log-off reference" target); `reference-logoff` ×1 then has one line, its
+//! row against `sqlite-1txn-full`.
 //!
 //! `syncs` counts log syncs for walbuf and commits for SQLite; `appends_per_sync` ops per sync
 //! or commit.
@@ -86,6 +91,7 @@ mod log_rows;
 mod raw;
 mod read_rows;
 mod recovery_rows;
+mod reference;
 mod report;
 mod workload;
 
@@ -177,6 +183,8 @@ enum System {
     MemcpyCrc32,
     /// `ack`: `add_shape` on a walbuf registry under a sync policy.
     AckWalbuf(SyncPolicy),
+    /// `ack`: the reference design: a walbuf registry whose log is in memory (the log off).
+    AckReference,
     /// `ack`: SQLite, one transaction per op.
     AckOneTransaction(Synchronous),
     /// `ack`: SQLite, a batching thread committing up to this many ops per transaction.
@@ -208,6 +216,7 @@ impl System {
             Self::AckWalbuf(SyncPolicy::Sync) => "walbuf-sync",
             Self::AckWalbuf(SyncPolicy::Periodic { .. }) => "walbuf-periodic",
             Self::AckWalbuf(SyncPolicy::None) => "walbuf-none",
+            Self::AckReference => "reference-logoff",
             Self::AckOneTransaction(Synchronous::Full) => "sqlite-1txn-full",
             Self::AckOneTransaction(Synchronous::Normal) => "sqlite-1txn-normal",
             Self::AckBatched(100) => "sqlite-batch100",
@@ -325,6 +334,7 @@ fn plan(quick: bool) -> Vec<Planned> {
             System::AckWalbuf(SyncPolicy::Sync),
             System::AckWalbuf(PERIODIC),
             System::AckWalbuf(SyncPolicy::None),
+            System::AckReference,
             System::AckOneTransaction(Synchronous::Normal),
         ];
         if writers > 1 {
@@ -332,6 +342,14 @@ fn plan(quick: bool) -> Vec<Planned> {
         }
         for system in systems {
             rows.push(Planned::new("ack", Subject::new(system, writers), baseline));
+        }
+        if writers == 1 {
+            // The `Periodic` target: within 25% of the log-off reference, alternated.
+            rows.push(Planned::new(
+                "ack",
+                Subject::new(System::AckWalbuf(PERIODIC), writers),
+                Some(Subject::new(System::AckReference, writers)),
+            ));
         }
     }
 
@@ -457,6 +475,7 @@ impl Bench {
             System::AckWalbuf(policy) => {
                 ack_rows::walbuf_trial(directory, policy, writers, duration, disk)
             }
+            System::AckReference => ack_rows::reference_trial(directory, writers, duration, disk),
             System::AckOneTransaction(synchronous) => {
                 ack_rows::one_transaction_trial(directory, synchronous, writers, duration, disk)
             }
@@ -648,8 +667,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let mut baselines: Vec<(&'static str, Subject)> = Vec::new();
     for row in &rows {
+        // A baseline that is also a row's subject (`reference-logoff` ×1) has its line already.
         if let Some(baseline) = row.baseline
             && !baselines.iter().any(|(_, known)| *known == baseline)
+            && !rows.iter().any(|other| other.subject == baseline)
         {
             baselines.push((row.group, baseline));
         }
@@ -825,6 +846,21 @@ fn print_targets(output: &[Row]) {
             "- walbuf-periodic, 1 writer ≥ 500 k adds/s: {} → {}",
             human_rate(row.ops_per_s),
             verdict(row.ops_per_s >= 5e5)
+        ));
+    }
+    if let Some(row) = output.iter().find(|row| {
+        row.system == "walbuf-periodic"
+            && row.writers == 1
+            && row.baseline == Some("reference-logoff")
+    }) && let Some(ratio) = row.ratio
+    {
+        lines.push(format!(
+            "- walbuf-periodic, 1 writer within 25% of reference-logoff (≥ 0.75×): {ratio:.2}× \
+             ({} vs {} acks/s) → {}",
+            human_rate(row.ops_per_s),
+            find("reference-logoff", 1)
+                .map_or_else(|| "?".to_owned(), |base| human_rate(base.ops_per_s)),
+            verdict(ratio >= 0.75)
         ));
     }
     for row in output
