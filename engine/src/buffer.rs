@@ -28,6 +28,16 @@ pub struct PendingOp<Op> {
     pub bytes: u64,
 }
 
+impl<Op> Clone for PendingOp<Op> {
+    fn clone(&self) -> Self {
+        Self {
+            op: Arc::clone(&self.op),
+            count_after: self.count_after,
+            bytes: self.bytes,
+        }
+    }
+}
+
 /// The ops buffered in op-key order, and their accounting.
 pub struct Buffer<Op> {
     ops: SkipMap<u64, PendingOp<Op>>,

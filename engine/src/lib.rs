@@ -35,6 +35,7 @@ pub mod buffer;
 pub mod error;
 mod flusher;
 pub mod log;
+mod rebuild;
 pub mod schema;
 pub mod shapes;
 pub mod sqlite;

@@ -19,13 +19,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock, RwLockReadGuard};
-use walbuf_recovery::format::Record;
 use walbuf_recovery::replay::{Mode, Options as RecoveryOptions, Report};
 
 use crate::buffer::{Buffer, OP_OVERHEAD_BYTES, PendingOp};
 use crate::error::{Error, Result};
 use crate::flusher;
 use crate::log::{self, Log, SyncPolicy};
+use crate::rebuild;
 use crate::schema::Schema;
 use crate::sqlite::{self, ReadPool, SqliteConfig};
 use crate::storage::FsStorage;
@@ -38,7 +38,7 @@ pub const LOG_DIRECTORY: &str = "log";
 
 /// Bytes of core framing before the schema's encoding in each op record: the live count
 /// after the op (u64 little-endian).
-const OP_PREFIX_LEN: usize = 8;
+pub(crate) const OP_PREFIX_LEN: usize = 8;
 
 /// A fault-injection hook called inside every flush transaction before the batch is applied,
 /// with the batch's op keys: return an error to make the batch fail (tests of retries and of
@@ -402,44 +402,15 @@ impl<S: Schema, St: Storage> Store<S, St> {
             .load(&overlay, &connection)
             .map_err(|source| Error::sqlite("load overlay", database_path, source))?;
         let buffer = Buffer::default();
-        let mut decode_error = None;
-        let mut replay = |record: &Record<'_>| -> std::result::Result<
-            (),
-            Box<dyn std::error::Error + Send + Sync>,
-        > {
-            let kind = record.kind.to_byte();
-            match decode_op(&schema, kind, record.payload) {
-                Ok((live_count_after, op)) => {
-                    schema.index(&overlay, record.op_key, &op);
-                    buffer.insert(
-                        record.op_key,
-                        PendingOp {
-                            op: Arc::new(op),
-                            count_after: live_count_after,
-                            bytes: record.payload.len() as u64 + OP_OVERHEAD_BYTES,
-                        },
-                    );
-                    Ok(())
-                }
-                Err(source) => {
-                    decode_error = Some(Error::Decode {
-                        op_key: record.op_key,
-                        source: source.clone(),
-                    });
-                    Err(Box::new(source))
-                }
-            }
-        };
         let recovery = RecoveryOptions {
             mode: config.recovery_mode,
             watermark: meta.applied_op_key,
             max_record_bytes: config.log.max_record_bytes,
         };
-        let opened = Log::open_with(storage, config.log.clone(), recovery, &mut replay);
-        let (log, report) = match opened {
-            Ok(opened) => opened,
-            Err(error) => return Err(decode_error.unwrap_or(error)),
-        };
+        let log_config = config.log.clone();
+        let (log, report) = rebuild::rebuild(&schema, &overlay, &buffer, |sink| {
+            Log::open_with(storage, log_config, recovery, sink)
+        })??;
         let next_op_key = report.next_op_key;
         let live_count = buffer
             .latest_at_or_below(u64::MAX)
@@ -789,20 +760,4 @@ impl<S: Schema, St: Storage> Drop for Store<S, St> {
             tracing::warn!(%error, "closing store on drop failed");
         }
     }
-}
-
-/// Splits an op record's payload into the core's live count and the schema's op.
-fn decode_op<S: Schema>(
-    schema: &S,
-    kind: u8,
-    payload: &[u8],
-) -> std::result::Result<(u64, S::Op), crate::schema::DecodeError> {
-    let Some((prefix, rest)) = payload.split_first_chunk::<OP_PREFIX_LEN>() else {
-        return Err(crate::schema::DecodeError::new(
-            kind,
-            "record shorter than the op prefix",
-        ));
-    };
-    let op = schema.decode(kind, rest)?;
-    Ok((u64::from_le_bytes(*prefix), op))
 }

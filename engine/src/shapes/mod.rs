@@ -8,7 +8,7 @@
 
 mod last_read;
 mod op;
-mod overlay;
+pub(crate) mod overlay;
 mod sql;
 
 use std::path::Path;

@@ -5,13 +5,14 @@
 //!
 //! All lookups are O(log n) in the number of buffered ops; none scans the buffer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::ops::Bound;
 use std::sync::Arc;
 
 use crossbeam_skiplist::SkipMap;
 use parking_lot::RwLock;
+use smallvec::SmallVec;
 
 use super::op::{Shape, ShapeOp, SnapshotState};
 
@@ -43,8 +44,8 @@ pub(crate) enum Resolved<T> {
 /// Shards of each hash index: writers and readers of different keys rarely meet.
 const SHARDS: usize = 32;
 
-/// Versions of one key, in op-key order (usually one or two).
-type Versions<V> = Vec<(u64, V)>;
+/// Versions of one key, in op-key order: usually one, kept inline without an allocation.
+type Versions<V> = SmallVec<[(u64, V); 1]>;
 
 /// A sharded hash index from a key to its buffered versions.
 struct VersionIndex<K, V> {
@@ -119,12 +120,114 @@ impl<K: Hash + Eq, V> VersionIndex<K, V> {
     }
 }
 
-/// oid → the `(handle, op key)` of each buffered add reading it.
-type RelationShard = HashMap<
-    u32,
-    HashSet<(Arc<str>, u64), foldhash::fast::RandomState>,
-    foldhash::fast::RandomState,
->;
+/// oid → the buffered adds reading it.
+type RelationShard = HashMap<u32, OpKeyOrdered<Arc<str>>, foldhash::fast::RandomState>;
+
+/// Values in op-key order. Ops are indexed in op-key order and flushed in op-key order, so
+/// entries arrive at the back and leave from the front: both O(1). (A release of a failed
+/// append removes from the back; anything else costs a binary search and a shift.)
+#[derive(Debug)]
+struct OpKeyOrdered<T> {
+    entries: VecDeque<(u64, T)>,
+}
+
+impl<T> Default for OpKeyOrdered<T> {
+    fn default() -> Self {
+        Self {
+            entries: VecDeque::new(),
+        }
+    }
+}
+
+impl<T> OpKeyOrdered<T> {
+    /// Adds `value` under `op_key`, unless `op_key` is already there.
+    fn insert(&mut self, op_key: u64, value: T) {
+        match self.entries.back() {
+            Some((last, _)) if *last < op_key => self.entries.push_back((op_key, value)),
+            None => self.entries.push_back((op_key, value)),
+            Some(_) => {
+                if let Err(position) = self.entries.binary_search_by_key(&op_key, |(k, _)| *k) {
+                    self.entries.insert(position, (op_key, value));
+                }
+            }
+        }
+    }
+
+    /// Removes the entry of `op_key`, if any.
+    fn remove(&mut self, op_key: u64) {
+        if self
+            .entries
+            .front()
+            .is_some_and(|(first, _)| *first == op_key)
+        {
+            self.entries.pop_front();
+        } else if let Ok(position) = self.entries.binary_search_by_key(&op_key, |(k, _)| *k) {
+            self.entries.remove(position);
+        }
+    }
+
+    /// The values with op keys in `(floor, view]`.
+    fn range(&self, floor: u64, view: u64) -> impl Iterator<Item = &T> {
+        let start = self.entries.partition_point(|(k, _)| *k <= floor);
+        let end = self.entries.partition_point(|(k, _)| *k <= view);
+        self.entries
+            .range(start..end.max(start))
+            .map(|(_, value)| value)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A buffered add in the listing order: by handle, then op key. The handle's first eight
+/// bytes, big-endian, are kept beside it, so that most comparisons in the ordered set are
+/// one integer comparison instead of a string comparison through a pointer.
+#[derive(Debug, Clone)]
+struct AddedKey {
+    prefix: u64,
+    handle: Arc<str>,
+    op_key: u64,
+}
+
+impl AddedKey {
+    fn new(handle: Arc<str>, op_key: u64) -> Self {
+        let mut prefix = [0u8; 8];
+        let len = handle.len().min(8);
+        prefix[..len].copy_from_slice(&handle.as_bytes()[..len]);
+        Self {
+            prefix: u64::from_be_bytes(prefix),
+            handle,
+            op_key,
+        }
+    }
+}
+
+impl Ord for AddedKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Zero-padded big-endian prefixes order like the strings they start (a shorter
+        // string that is a prefix of a longer one compares less or equal, never greater),
+        // so the full comparison only breaks ties.
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.handle.cmp(&other.handle))
+            .then(self.op_key.cmp(&other.op_key))
+    }
+}
+
+impl PartialOrd for AddedKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for AddedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for AddedKey {}
 
 /// The registry's overlay.
 #[derive(Default)]
@@ -136,7 +239,7 @@ pub struct ShapeOverlay {
     /// oid → the buffered adds reading it.
     relations: [RwLock<RelationShard>; SHARDS],
     /// Buffered adds in handle order, for listings.
-    added: RwLock<std::collections::BTreeSet<(Arc<str>, u64)>>,
+    added: RwLock<BTreeSet<AddedKey>>,
     resets: SkipMap<u64, ()>,
     /// Every handle and comparable that may be in SQLite.
     pub(crate) presence: Presence,
@@ -237,9 +340,9 @@ impl ShapeOverlay {
                         .write()
                         .entry(relation.oid)
                         .or_default()
-                        .insert((Arc::clone(&handle), op_key));
+                        .insert(op_key, Arc::clone(&handle));
                 }
-                self.added.write().insert((handle, op_key));
+                self.added.write().insert(AddedKey::new(handle, op_key));
             }
             ShapeOp::Remove {
                 handle, comparable, ..
@@ -267,17 +370,18 @@ impl ShapeOverlay {
             ShapeOp::Add(shape) => {
                 self.handles.remove(shape.handle.as_str(), op_key);
                 self.comparables.remove(shape.comparable.as_slice(), op_key);
-                let entry: (Arc<str>, u64) = (Arc::from(shape.handle.as_str()), op_key);
                 for relation in &shape.relations {
                     let mut shard = self.relation_shard(relation.oid).write();
                     if let Some(handles) = shard.get_mut(&relation.oid) {
-                        handles.remove(&entry);
+                        handles.remove(op_key);
                         if handles.is_empty() {
                             shard.remove(&relation.oid);
                         }
                     }
                 }
-                self.added.write().remove(&entry);
+                self.added
+                    .write()
+                    .remove(&AddedKey::new(Arc::from(shape.handle.as_str()), op_key));
             }
             ShapeOp::Remove {
                 handle, comparable, ..
@@ -362,12 +466,7 @@ impl ShapeOverlay {
         let floor = self.reset_at(view).unwrap_or(0);
         let shard = self.relation_shard(oid).read();
         if let Some(handles) = shard.get(&oid) {
-            out.extend(
-                handles
-                    .iter()
-                    .filter(|(_, op_key)| *op_key <= view && *op_key > floor)
-                    .map(|(handle, _)| handle.to_string()),
-            );
+            out.extend(handles.range(floor, view).map(|handle| handle.to_string()));
         }
     }
 
@@ -377,12 +476,12 @@ impl ShapeOverlay {
         let next = match after {
             Some(after) => added
                 .range((
-                    Bound::Excluded((Arc::<str>::from(after), u64::MAX)),
+                    Bound::Excluded(AddedKey::new(Arc::from(after), u64::MAX)),
                     Bound::Unbounded,
                 ))
                 .next(),
             None => added.iter().next(),
         };
-        next.map(|(handle, _)| handle.to_string())
+        next.map(|key| key.handle.to_string())
     }
 }

@@ -1,0 +1,325 @@
+//! Rebuilding the buffer and the overlay from the records recovery replays, as a pipeline
+//! across threads.
+//!
+//! Replay is the open's critical path: every unflushed op must be decoded, indexed in the
+//! overlay and buffered before the store answers a read. Those are three independent pieces
+//! of work per op, so they run as stages on their own threads, connected by bounded channels
+//! of [`CHUNK_RECORDS`]-record chunks:
+//!
+//! 1. the caller's thread scans the log and copies each replayed record into a chunk;
+//! 2. one decoder thread decodes a chunk into ops;
+//! 3. one thread indexes the chunk's ops in the overlay, in op-key order, while
+//! 4. another inserts them into the buffer.
+//!
+//! Chunks flow in op-key order through every stage, so the overlay sees ops in the order the
+//! synchronous path would have given it. Each channel holds at most [`CHUNKS_IN_FLIGHT`]
+//! chunks, which bounds the memory of the pipeline itself. A record that fails to decode
+//! stops the pipeline: the scan is told to stop, and the open fails with
+//! [`Error::Decode`] naming the lowest op key that failed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use parking_lot::Mutex;
+use walbuf_recovery::format::Record;
+use walbuf_recovery::replay::Sink;
+
+use crate::buffer::{Buffer, OP_OVERHEAD_BYTES, PendingOp};
+use crate::error::Error;
+use crate::schema::{DecodeError, Schema};
+
+/// Records per chunk: large enough that channel hand-offs cost nothing per op, small enough
+/// that the stages overlap from the first milliseconds.
+pub(crate) const CHUNK_RECORDS: usize = 4096;
+/// Chunks each channel holds before its sender waits.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Replayed records copied out of the log, awaiting decode.
+#[derive(Default)]
+struct RawChunk {
+    /// `(op key, kind, end of the payload in bytes)` of each record.
+    records: Vec<(u64, u8, usize)>,
+    /// The payloads, back to back.
+    bytes: Vec<u8>,
+}
+
+/// One decoded op: its op key and what the buffer keeps of it.
+type DecodedChunk<Op> = Arc<Vec<(u64, PendingOp<Op>)>>;
+
+/// Decodes a record's payload: the 8-byte live count after the op, then the schema's
+/// encoding of the op.
+///
+/// # Errors
+/// [`DecodeError`] when the payload is shorter than the prefix or the schema refuses it.
+pub(crate) fn decode_op<S: Schema>(
+    schema: &S,
+    kind: u8,
+    payload: &[u8],
+) -> Result<(u64, S::Op), DecodeError> {
+    let Some((prefix, rest)) = payload.split_first_chunk::<{ crate::store::OP_PREFIX_LEN }>()
+    else {
+        return Err(DecodeError::new(kind, "record shorter than the op prefix"));
+    };
+    let op = schema.decode(kind, rest)?;
+    Ok((u64::from_le_bytes(*prefix), op))
+}
+
+/// The first decode failure, by op key.
+#[derive(Default)]
+struct Failure {
+    failed: AtomicBool,
+    first: Mutex<Option<(u64, DecodeError)>>,
+}
+
+impl Failure {
+    fn record(&self, op_key: u64, error: DecodeError) {
+        let mut first = self.first.lock();
+        if first.as_ref().is_none_or(|(key, _)| op_key < *key) {
+            *first = Some((op_key, error));
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    fn into_error(self) -> Option<Error> {
+        self.first
+            .into_inner()
+            .map(|(op_key, source)| Error::Decode { op_key, source })
+    }
+}
+
+/// The scan stage: a [`Sink`] that copies records into chunks and hands full ones on.
+struct ChunkingSink<'f> {
+    chunk: RawChunk,
+    to_decoder: Option<SyncSender<RawChunk>>,
+    failure: &'f Failure,
+}
+
+impl ChunkingSink<'_> {
+    fn send(&mut self) {
+        if self.chunk.records.is_empty() {
+            return;
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        if let Some(sender) = &self.to_decoder
+            && sender.send(chunk).is_err()
+        {
+            // The decoder stopped on a failure; the scan stops at the next record.
+            self.to_decoder = None;
+        }
+    }
+
+    /// Hands on the last, partial chunk and closes the pipeline's input.
+    fn finish(mut self) {
+        self.send();
+    }
+}
+
+impl Sink for ChunkingSink<'_> {
+    fn replay(
+        &mut self,
+        record: &Record<'_>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.failure.failed.load(Ordering::Relaxed) || self.to_decoder.is_none() {
+            return Err("an earlier record failed to decode".into());
+        }
+        self.chunk.bytes.extend_from_slice(record.payload);
+        self.chunk
+            .records
+            .push((record.op_key, record.kind.to_byte(), self.chunk.bytes.len()));
+        if self.chunk.records.len() == CHUNK_RECORDS {
+            self.send();
+        }
+        Ok(())
+    }
+}
+
+/// Runs `scan` (which replays the log into the sink it is given) with the rebuild pipeline
+/// behind it, and returns what `scan` returned once every replayed op is indexed in
+/// `overlay` and inserted into `buffer`.
+///
+/// # Errors
+/// [`Error::Decode`] for the lowest op key whose record did not decode (whatever `scan`
+/// returned: its own error is then only the consequence of the sink stopping it).
+pub(crate) fn rebuild<S: Schema, T>(
+    schema: &S,
+    overlay: &S::Overlay,
+    buffer: &Buffer<S::Op>,
+    scan: impl FnOnce(&mut dyn Sink) -> T,
+) -> Result<T, Error> {
+    let failure = Failure::default();
+    let scanned = std::thread::scope(|scope| {
+        let (to_decoder, decoder_input) = sync_channel::<RawChunk>(CHUNKS_IN_FLIGHT);
+        let (to_indexer, indexer_input) = sync_channel::<DecodedChunk<S::Op>>(CHUNKS_IN_FLIGHT);
+        let (to_buffer, buffer_input) = sync_channel::<DecodedChunk<S::Op>>(CHUNKS_IN_FLIGHT);
+        let failure = &failure;
+        scope.spawn(move || decode_stage(schema, &decoder_input, &to_indexer, &to_buffer, failure));
+        scope.spawn(move || {
+            for chunk in indexer_input {
+                for (op_key, pending) in chunk.iter() {
+                    schema.index(overlay, *op_key, &pending.op);
+                }
+            }
+        });
+        scope.spawn(move || {
+            for chunk in buffer_input {
+                for (op_key, pending) in chunk.iter() {
+                    buffer.insert(*op_key, pending.clone());
+                }
+            }
+        });
+        let mut sink = ChunkingSink {
+            chunk: RawChunk::default(),
+            to_decoder: Some(to_decoder),
+            failure,
+        };
+        let scanned = scan(&mut sink);
+        sink.finish();
+        scanned
+    });
+    match failure.into_error() {
+        Some(error) => Err(error),
+        None => Ok(scanned),
+    }
+}
+
+/// The decode stage: decodes each chunk and hands it to the indexer and the buffer.
+fn decode_stage<S: Schema>(
+    schema: &S,
+    input: &Receiver<RawChunk>,
+    to_indexer: &SyncSender<DecodedChunk<S::Op>>,
+    to_buffer: &SyncSender<DecodedChunk<S::Op>>,
+    failure: &Failure,
+) {
+    for raw in input {
+        let mut decoded = Vec::with_capacity(raw.records.len());
+        let mut start = 0;
+        for &(op_key, kind, end) in &raw.records {
+            let payload = &raw.bytes[start..end];
+            start = end;
+            match decode_op(schema, kind, payload) {
+                Ok((count_after, op)) => decoded.push((
+                    op_key,
+                    PendingOp {
+                        op: Arc::new(op),
+                        count_after,
+                        bytes: payload.len() as u64 + OP_OVERHEAD_BYTES,
+                    },
+                )),
+                Err(error) => {
+                    failure.record(op_key, error);
+                    // Nothing at or after a record that does not decode is indexed: the
+                    // open fails anyway, and stopping here closes the pipeline.
+                    return;
+                }
+            }
+        }
+        let decoded = Arc::new(decoded);
+        if to_indexer.send(Arc::clone(&decoded)).is_err() || to_buffer.send(decoded).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use walbuf_recovery::format::RecordKind;
+
+    use super::*;
+    use crate::shapes::overlay::{Resolved, ShapeOverlay};
+    use crate::shapes::{Relation, Shape, ShapeOp, ShapeSchema, SnapshotState};
+
+    fn add(i: u64) -> ShapeOp {
+        ShapeOp::Add(Arc::new(Shape {
+            handle: format!("h{i}"),
+            shape: vec![1; 10],
+            comparable: format!("c{i}").into_bytes(),
+            hash: i as i64,
+            relations: vec![Relation {
+                oid: 7,
+                schema: "public".into(),
+                table: "t".into(),
+            }],
+            snapshot: SnapshotState::NotStarted,
+        }))
+    }
+
+    /// Log payloads of `count` adds, op keys from 1: the live count, then the op.
+    fn payloads(count: u64) -> Vec<(u64, u8, Vec<u8>)> {
+        (1..=count)
+            .map(|op_key| {
+                let op = add(op_key);
+                let mut payload = op_key.to_le_bytes().to_vec();
+                ShapeSchema.encode(&op, &mut payload);
+                (op_key, ShapeSchema.kind(&op), payload)
+            })
+            .collect()
+    }
+
+    fn replay_into(
+        sink: &mut dyn Sink,
+        records: &[(u64, u8, Vec<u8>)],
+    ) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+        for (op_key, kind, payload) in records {
+            sink.replay(&Record {
+                offset: 0,
+                op_key: *op_key,
+                kind: RecordKind::Op(*kind),
+                payload,
+            })?;
+        }
+        Ok(records.len() as u64)
+    }
+
+    #[test]
+    fn every_op_of_many_chunks_is_buffered_and_indexed() {
+        let count = (CHUNK_RECORDS * 3 + 17) as u64;
+        let records = payloads(count);
+        let overlay = ShapeOverlay::default();
+        let buffer = Buffer::default();
+        let scanned = rebuild(&ShapeSchema, &overlay, &buffer, |sink| {
+            replay_into(sink, &records)
+        })
+        .expect("no decode error")
+        .expect("scan succeeds");
+        assert_eq!(scanned, count);
+        assert_eq!(buffer.len_ops(), count);
+        assert_eq!(
+            buffer.latest_at_or_below(u64::MAX).map(|(key, _)| key),
+            Some(count)
+        );
+        for op_key in [1, CHUNK_RECORDS as u64, CHUNK_RECORDS as u64 + 1, count] {
+            assert!(
+                matches!(
+                    overlay.resolve(&format!("h{op_key}"), u64::MAX),
+                    Resolved::Live(_)
+                ),
+                "h{op_key} is indexed"
+            );
+        }
+        let mut handles = Vec::new();
+        overlay.handles_with_oid(7, u64::MAX, &mut handles);
+        assert_eq!(handles.len() as u64, count);
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_fails_the_open_with_its_op_key() {
+        let mut records = payloads((CHUNK_RECORDS * 2) as u64);
+        let bad = CHUNK_RECORDS as u64 + 5;
+        records[bad as usize - 1].2.truncate(4);
+        let overlay = ShapeOverlay::default();
+        let buffer = Buffer::default();
+        let error = rebuild(&ShapeSchema, &overlay, &buffer, |sink| {
+            replay_into(sink, &records)
+        })
+        .expect_err("the open fails");
+        assert!(
+            matches!(error, Error::Decode { op_key, .. } if op_key == bad),
+            "{error:?}"
+        );
+        assert!(
+            buffer.len_ops() < bad,
+            "nothing at or after the bad record is buffered"
+        );
+    }
+}
