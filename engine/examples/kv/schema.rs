@@ -1,10 +1,9 @@
-//! A key–value store on walbuf's generic core: someone else's ops (put, delete) with their
-//! own SQLite table and overlay, logged, buffered, readable at once and flushed in batches —
-//! without touching the engine.
+//! The key–value schema and store of the `kv` example: someone else's ops (put, delete) with
+//! their own SQLite table and overlay, on walbuf's generic core.
 //!
-//! Run: `cargo run --release -p walbuf --example kv`.
-
-#![allow(clippy::print_stdout)]
+//! One file, included by the example (`engine/examples/kv/main.rs`) and by the CLI's
+//! `engines` benchmark (`cli/src/bench/engines.rs`, feature `compare`), so the benchmark runs
+//! exactly the schema the example shows.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -278,102 +277,35 @@ impl KvStore {
         self.store.live_count()
     }
 
+    /// Makes every write so far durable, whatever the sync policy (one log sync for all the
+    /// writes since the last one: how a batch of puts under `Periodic` or `None` is
+    /// committed).
+    ///
+    /// # Errors
+    /// As [`walbuf::log::Log::sync`].
+    pub fn sync(&self) -> walbuf::Result<()> {
+        self.store.log().sync()
+    }
+
+    /// The store's counters.
+    #[must_use]
+    pub fn stats(&self) -> walbuf::store::StoreStats {
+        self.store.stats()
+    }
+
+    /// Stops the flusher and closes the log (see [`Store::close`]).
+    ///
+    /// # Errors
+    /// As [`Store::close`].
+    pub fn close(&self) -> walbuf::Result<()> {
+        self.store.close()
+    }
+
     /// Waits until every write so far is in SQLite.
     ///
     /// # Errors
     /// As [`Store::flush`].
     pub fn flush(&self) -> walbuf::Result<()> {
         self.store.flush()
-    }
-}
-
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let config = StoreConfig {
-        log: walbuf::log::Config {
-            sync_policy: walbuf::SyncPolicy::Periodic { interval_ms: 10 },
-            ..walbuf::log::Config::default()
-        },
-        ..StoreConfig::default()
-    };
-    let started = std::time::Instant::now();
-    {
-        let (kv, _) = KvStore::open(dir.path(), config.clone())?;
-        for index in 0..100_000u32 {
-            kv.put(&index.to_be_bytes(), &[7u8; 100])?;
-        }
-        for index in (0..100_000u32).step_by(10) {
-            kv.delete(&index.to_be_bytes())?;
-        }
-        println!(
-            "wrote 110000 ops in {:?}; {} keys; {} ops still buffered",
-            started.elapsed(),
-            kv.key_count()?,
-            kv.store.stats().pending_ops
-        );
-    }
-    let (kv, report) = KvStore::open(dir.path(), config)?;
-    println!(
-        "reopened in {:?} (replayed {} ops): {} keys, key 1 = {:?} bytes",
-        report.elapsed,
-        report.ops_replayed,
-        kv.key_count()?,
-        kv.get(&1u32.to_be_bytes())?.map(|value| value.len())
-    );
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config() -> StoreConfig {
-        StoreConfig {
-            log: walbuf::log::Config {
-                segment_size_bytes: 1 << 20,
-                max_record_bytes: 64 << 10,
-                sync_policy: walbuf::SyncPolicy::None,
-                ..walbuf::log::Config::default()
-            },
-            flush_interval_ms: 3_600_000,
-            ..StoreConfig::default()
-        }
-    }
-
-    #[test]
-    fn puts_gets_deletes_and_counts_across_flushes_and_reopens() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let (kv, _) = KvStore::open(dir.path(), config()).expect("open");
-            kv.put(b"a", b"1").expect("put");
-            kv.put(b"b", b"2").expect("put");
-            assert_eq!(kv.get(b"a").expect("get"), Some(b"1".to_vec()));
-            kv.flush().expect("flush");
-            kv.put(b"a", b"3").expect("overwrite a flushed key");
-            assert!(kv.delete(b"b").expect("delete"));
-            assert!(!kv.delete(b"zz").expect("delete a missing key"));
-            assert_eq!(kv.get(b"a").expect("get"), Some(b"3".to_vec()));
-            assert_eq!(kv.get(b"b").expect("get"), None);
-            assert_eq!(kv.key_count().expect("len"), 1);
-            kv.put(b"c", b"4").expect("put");
-        }
-        let (kv, _) = KvStore::open(dir.path(), config()).expect("reopen");
-        assert_eq!(kv.get(b"a").expect("get"), Some(b"3".to_vec()));
-        assert_eq!(kv.get(b"b").expect("get"), None);
-        assert_eq!(kv.get(b"c").expect("get"), Some(b"4".to_vec()));
-        assert_eq!(kv.key_count().expect("len"), 2);
-        kv.flush().expect("flush");
-        assert_eq!(kv.key_count().expect("len"), 2);
-    }
-
-    #[test]
-    fn the_kv_database_is_not_a_shape_database() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        drop(KvStore::open(dir.path(), config()).expect("open"));
-        let error = walbuf::ShapeRegistry::open(dir.path(), config()).expect_err("other schema");
-        assert!(
-            matches!(error, walbuf::Error::IncompatibleDatabase { .. }),
-            "{error}"
-        );
     }
 }
