@@ -82,22 +82,9 @@
 //! Group `recovery` ([`recovery_rows`]), no baseline: `walbuf-recovery-empty` (open after a
 //! kill with nothing unflushed) and `walbuf-recovery` (`unflushed_ops` in the log);
 //! `ops_per_s` is ops replayed per second of open, `open_ms` the open time.
-//!
-//! Group `engines` (`engines.rs`; built only with `--features compare`): the key–value schema
-//! of `engine/examples/kv` on walbuf against fjall, redb and SQLite as a key–value table,
-//! 16-byte keys and 256-byte values; each engine's durable setting is named in the system:
-//!
-//! | system | what | threads | baseline |
-//! |---|---|---|---|
-//! | `walbuf-kv-sync` / `redb-immediate` / `sqlite-kv-full` | one durable put per op: walbuf `SyncPolicy::Sync`; redb one `Durability::Immediate` transaction; SQLite one transaction, WAL, `synchronous=FULL` | 1, 8 | `fjall-syncdata` (`insert` + `persist(PersistMode::SyncData)`) |
-//! | `walbuf-kv-batch100` / `redb-immediate-batch100` / `sqlite-kv-full-batch100` | 100 puts per durable commit (walbuf: 100 puts under `None`, then one log sync); ops = puts, latency per batch | 1 | `fjall-syncdata-batch100` (a `WriteBatch`, `durability(Some(SyncData))`) |
-//! | `walbuf-kv-get` / `walbuf-kv-get-buffered` / `fjall-get` / `redb-get` | point read of a present key, 1 M keys (10 k with `--quick`); walbuf's all flushed / all buffered | 1 | `sqlite-kv-get` |
-//! | `walbuf-kv-reopen` / `fjall-reopen` / `redb-reopen` / `sqlite-kv-reopen` | open after a child that wrote 100 k keys (10 k) durably was SIGKILLed, and read its last key; `open_ms` | 1 | – |
 
 mod ack_rows;
 mod driver;
-#[cfg(feature = "compare")]
-mod engines;
 mod flush_rows;
 mod histogram;
 mod log_rows;
@@ -106,6 +93,7 @@ mod read_rows;
 mod recovery_rows;
 mod reference;
 mod report;
+mod sustained_rows;
 mod workload;
 
 use std::collections::HashMap;
@@ -120,6 +108,7 @@ use self::raw::SyncFile;
 use self::read_rows::{Fixture, Load, ReadOp, Source};
 use self::report::{
     Row, Spread, ack_table, flush_table, human_rate, markdown_table, read_table, recovery_table,
+    sustained_table,
 };
 use self::workload::Synchronous;
 
@@ -139,8 +128,8 @@ pub struct BenchArgs {
     /// temporary directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Run only the rows of group GROUP (`log`, `ack`, `flush`, `read`, `recovery`), or whose
-    /// system name contains GROUP (e.g. `sync`, `none`).
+    /// Run only the rows of group GROUP (`log`, `ack`, `flush`, `sustained`, `read`,
+    /// `recovery`), or whose system name contains GROUP (e.g. `sync`, `none`).
     #[arg(long, value_name = "GROUP")]
     pub filter: Option<String>,
     /// Trials per row, each alternated with a trial of its baseline [default: 5, or 2 with
@@ -157,10 +146,6 @@ pub struct BenchArgs {
     /// Internal: ops the recovery victim adds.
     #[arg(long, value_name = "N", hide = true, default_value_t = 0)]
     pub victim_ops: u64,
-    /// Internal: with `--recovery-victim`, be the child process of an `engines` reopen trial
-    /// instead: write `--victim-ops` keys to ENGINE's database in DIR (feature `compare`).
-    #[arg(long, value_name = "ENGINE", hide = true)]
-    pub engine_victim: Option<String>,
 }
 
 /// Payload bytes of every record.
@@ -176,6 +161,12 @@ const SYNC_BASELINE_WRITERS_MAX: usize = 8;
 const FLUSH_WINDOW_MS: [u64; 2] = [10_000, 2_000];
 /// Trials of a `flush` row in a full run (its trials are long).
 const FLUSH_TRIALS: usize = 3;
+/// Window of a `sustained` trial (full run, `--quick`).
+const SUSTAINED_WINDOW_MS: [u64; 2] = [60_000, 5_000];
+/// Most trials of a `sustained` row (each is a long window).
+const SUSTAINED_TRIALS: usize = 2;
+/// Writer threads overloading walbuf in the `sustained` group.
+const SUSTAINED_WRITERS: usize = 1;
 /// Shapes in the `read` fixture (full run, `--quick`).
 const READ_SHAPES: [u64; 2] = [1_000_000, 10_000];
 /// Unflushed ops of the `recovery` row (full run, `--quick`).
@@ -202,6 +193,12 @@ enum System {
     AckWalbuf(SyncPolicy),
     /// `ack`: the reference design: a walbuf registry whose log is in memory (the log off).
     AckReference,
+    /// `sustained`: walbuf overloaded (writers faster than SQLite) for a long window.
+    SustainedWalbuf,
+    /// `sustained`: the reference design's flush as it ships.
+    SustainedReference,
+    /// `sustained`: SQLite batched by hand, sorted 5 000-op batches.
+    SustainedBatched,
     /// `ack`: SQLite, one transaction per op.
     AckOneTransaction(Synchronous),
     /// `ack`: SQLite, a batching thread committing up to this many ops per transaction.
@@ -218,9 +215,6 @@ enum System {
     ReadUnderLoad { sqlite: bool, load: Load },
     /// `recovery`: open after a kill with this many unflushed ops.
     Recovery(u64),
-    /// `engines`: an embedded engine running a key–value workload.
-    #[cfg(feature = "compare")]
-    Engine(engines::Case),
 }
 
 impl System {
@@ -237,6 +231,9 @@ impl System {
             Self::AckWalbuf(SyncPolicy::Periodic { .. }) => "walbuf-periodic",
             Self::AckWalbuf(SyncPolicy::None) => "walbuf-none",
             Self::AckReference => "reference-logoff",
+            Self::SustainedWalbuf => "walbuf-sustained",
+            Self::SustainedReference => "reference-flush",
+            Self::SustainedBatched => "sqlite-batch5000-sustained",
             Self::AckOneTransaction(Synchronous::Full) => "sqlite-1txn-full",
             Self::AckOneTransaction(Synchronous::Normal) => "sqlite-1txn-normal",
             Self::AckBatched(100) => "sqlite-batch100",
@@ -269,8 +266,6 @@ impl System {
             },
             Self::Recovery(0) => "walbuf-recovery-empty",
             Self::Recovery(_) => "walbuf-recovery",
-            #[cfg(feature = "compare")]
-            Self::Engine(case) => case.name(),
         }
     }
 }
@@ -313,7 +308,7 @@ impl Planned {
 }
 
 /// The groups, in output order.
-const GROUPS: [&str; 6] = ["log", "ack", "flush", "read", "recovery", "engines"];
+const GROUPS: [&str; 6] = ["log", "ack", "flush", "sustained", "read", "recovery"];
 
 /// Every row of the matrix, in output order (`quick`: the `--quick` sizes).
 fn plan(quick: bool) -> Vec<Planned> {
@@ -375,6 +370,18 @@ fn plan(quick: bool) -> Vec<Planned> {
         }
     }
 
+    for baseline in [System::SustainedReference, System::SustainedBatched] {
+        rows.push(Planned {
+            trial_ms: Some(SUSTAINED_WINDOW_MS[size]),
+            trials_max: Some(SUSTAINED_TRIALS),
+            ..Planned::new(
+                "sustained",
+                Subject::new(System::SustainedWalbuf, SUSTAINED_WRITERS),
+                Some(Subject::new(baseline, 1)),
+            )
+        });
+    }
+
     let flush_window_ms = FLUSH_WINDOW_MS[size];
     for tuned in [false, true] {
         rows.push(Planned {
@@ -433,14 +440,6 @@ fn plan(quick: bool) -> Vec<Planned> {
             None,
         ));
     }
-    #[cfg(feature = "compare")]
-    for (case, threads, baseline) in engines::plan() {
-        rows.push(Planned::new(
-            "engines",
-            Subject::new(System::Engine(case), threads),
-            baseline.map(|(case, threads)| Subject::new(System::Engine(case), threads)),
-        ));
-    }
     rows
 }
 
@@ -455,13 +454,12 @@ struct Bench {
     disk: Option<DiskCounter>,
     sync_file: Option<SyncFile>,
     payload: Vec<u8>,
+    /// What each `walbuf-sustained` trial saw besides its throughput, by subject.
+    pressure_of: HashMap<Subject, Vec<sustained_rows::Pressure>>,
     /// Shapes of the `read` fixture.
     read_shapes: u64,
     /// The `read` fixture, built by its first trial.
     read_fixture: Option<Fixture>,
-    /// The `engines` group's files and read fixtures.
-    #[cfg(feature = "compare")]
-    engines: engines::Engines,
 }
 
 impl Bench {
@@ -509,6 +507,13 @@ impl Bench {
                 ack_rows::walbuf_trial(directory, policy, writers, duration, disk)
             }
             System::AckReference => ack_rows::reference_trial(directory, writers, duration, disk),
+            System::SustainedWalbuf => {
+                let (trial, pressure) = sustained_rows::walbuf_trial(directory, writers, duration)?;
+                self.pressure_of.entry(subject).or_default().push(pressure);
+                Ok(trial)
+            }
+            System::SustainedReference => sustained_rows::reference_trial(directory, duration),
+            System::SustainedBatched => flush_rows::batched_trial(directory, false, duration),
             System::AckOneTransaction(synchronous) => {
                 ack_rows::one_transaction_trial(directory, synchronous, writers, duration, disk)
             }
@@ -523,8 +528,6 @@ impl Bench {
                 self.read_fixture()?.burst_trial(sqlite, load, duration)
             }
             System::Recovery(ops) => recovery_rows::trial(directory, ops),
-            #[cfg(feature = "compare")]
-            System::Engine(case) => self.engines.trial(case, writers, duration),
         }
     }
 }
@@ -574,10 +577,6 @@ fn read_trimmed(path: &str) -> String {
 /// The filter selects nothing, the directory cannot be made, or a system failed.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(directory) = &args.recovery_victim {
-        #[cfg(feature = "compare")]
-        if let Some(engine) = &args.engine_victim {
-            return engines::victim(engine, directory, args.victim_ops);
-        }
         return recovery_rows::victim(directory, args.victim_ops);
     }
     let size = usize::from(args.quick);
@@ -616,10 +615,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         payload: (0..PAYLOAD_BYTES)
             .map(|index| (index * 31 % 251) as u8)
             .collect(),
+        pressure_of: HashMap::new(),
         read_shapes: READ_SHAPES[size],
         read_fixture: None,
-        #[cfg(feature = "compare")]
-        engines: engines::Engines::new(run_directory.path(), args.quick),
     };
 
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
@@ -676,13 +674,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(fixture) = bench.read_fixture.take() {
         fixture.remove()?;
     }
-    #[cfg(feature = "compare")]
-    bench.engines.remove()?;
     let load_after = read_trimmed("/proc/loadavg");
     let run_seconds = started.elapsed().as_secs_f64();
 
     let annotate = |mut row: Row, subject: Subject| {
         match subject.system {
+            System::SustainedWalbuf => {
+                let pressures = bench
+                    .pressure_of
+                    .get(&subject)
+                    .map_or(&[][..], Vec::as_slice);
+                row.annotate_pressure(pressures);
+            }
             System::Recovery(ops) => row.unflushed_ops = Some(ops),
             System::Read(..) | System::ListShapes { .. } | System::ReadUnderLoad { .. } => {
                 row.shapes = Some(bench.read_shapes);
@@ -778,14 +781,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 ),
                 flush_table(&group_rows),
             ),
+            "sustained" => (
+                format!(
+                    "sustained: {:.0} s of overload, ops/s into SQLite",
+                    SUSTAINED_WINDOW_MS[size] as f64 / 1000.0
+                ),
+                sustained_table(&group_rows),
+            ),
             "read" => (
                 "read: point lookups, one thread".to_owned(),
                 read_table(&group_rows),
-            ),
-            #[cfg(feature = "compare")]
-            "engines" => (
-                "engines: key–value stores, 16-byte keys, 256-byte values".to_owned(),
-                report::engines_table(&group_rows),
             ),
             _ => (
                 "recovery: open after SIGKILL".to_owned(),
@@ -911,6 +916,26 @@ fn print_targets(output: &[Row]) {
             verdict(ratio >= 0.75)
         ));
     }
+    for (baseline, target) in [
+        ("reference-flush", 15.0),
+        ("sqlite-batch5000-sustained", 0.9),
+    ] {
+        if let Some(row) = output
+            .iter()
+            .find(|row| row.system == "walbuf-sustained" && row.baseline == Some(baseline))
+            && let Some(ratio) = row.ratio
+        {
+            lines.push(format!(
+                "- walbuf-sustained ≥ {target}× {baseline}: {ratio:.2}× ({} vs {} ops/s into \
+                 SQLite; peak buffer {:.0} MiB, {:.0}% of writer time in backpressure) → {}",
+                human_rate(row.ops_per_s),
+                find(baseline, 1).map_or_else(|| "?".to_owned(), |base| human_rate(base.ops_per_s)),
+                row.peak_buffer_bytes.unwrap_or(0) as f64 / f64::from(1 << 20),
+                row.backpressure_percent.unwrap_or(0.0),
+                verdict(ratio >= target)
+            ));
+        }
+    }
     for row in output
         .iter()
         .filter(|row| row.system == "walbuf-flush" && row.ratio.is_some())
@@ -967,18 +992,6 @@ fn print_targets(output: &[Row]) {
                 verdict(ratio <= 2.0)
             ));
         }
-    }
-    if let Some(row) = find("walbuf-kv-sync", 8)
-        && let Some(ratio) = row.ratio
-    {
-        lines.push(format!(
-            "- walbuf-kv-sync, 8 threads ≥ 5× fjall-syncdata ×8: {ratio:.2}× ({} vs {} durable \
-             puts/s) → {}",
-            human_rate(row.ops_per_s),
-            find("fjall-syncdata", 8)
-                .map_or_else(|| "?".to_owned(), |base| human_rate(base.ops_per_s)),
-            verdict(ratio >= 5.0)
-        ));
     }
     if let Some(row) = output.iter().find(|row| row.system == "walbuf-recovery") {
         lines.push(format!(

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::driver::Trial;
+use super::sustained_rows::Pressure;
 
 /// Median, minimum and maximum of a few numbers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,6 +103,17 @@ pub struct Row {
     /// Group `read`: shapes in the registry (half buffered, half flushed) and in the
     /// baseline table.
     pub shapes: Option<u64>,
+    /// Group `sustained`, walbuf: the most bytes the buffer held (largest over the trials).
+    pub peak_buffer_bytes: Option<u64>,
+    /// Group `sustained`, walbuf: percent of the writers' time spent in backpressure
+    /// (median over the trials).
+    pub backpressure_percent: Option<f64>,
+    /// Group `sustained`, walbuf: writes that waited for room in a full buffer, per trial
+    /// (median).
+    pub backpressure_waits: Option<u64>,
+    /// Group `sustained`, walbuf: shapes acknowledged to the writers per second (median);
+    /// `ops_per_s` is what reached SQLite.
+    pub acks_per_s: Option<f64>,
 }
 
 /// Rounds to `digits` decimals, for readable JSON.
@@ -182,7 +194,36 @@ impl Row {
             .map(|spread| round(spread.median, 2)),
             unflushed_ops: None,
             shapes: None,
+            peak_buffer_bytes: None,
+            backpressure_percent: None,
+            backpressure_waits: None,
+            acks_per_s: None,
         })
+    }
+
+    /// Fills in the `sustained` fields from what walbuf's trials saw.
+    pub fn annotate_pressure(&mut self, pressures: &[Pressure]) {
+        let median = |values: Vec<f64>| Spread::of(values).map(|spread| spread.median);
+        self.peak_buffer_bytes = pressures
+            .iter()
+            .map(|pressure| pressure.peak_buffer_bytes)
+            .max();
+        self.backpressure_percent = median(
+            pressures
+                .iter()
+                .map(Pressure::backpressure_percent)
+                .collect(),
+        )
+        .map(|percent| round(percent, 1));
+        self.backpressure_waits = median(
+            pressures
+                .iter()
+                .map(|pressure| pressure.backpressure_waits as f64)
+                .collect(),
+        )
+        .map(|waits| waits.round() as u64);
+        self.acks_per_s =
+            median(pressures.iter().map(Pressure::acks_per_s).collect()).map(|rate| round(rate, 0));
     }
 
     /// The row as one line of JSON.
@@ -326,6 +367,39 @@ pub fn flush_table(rows: &[Row]) -> String {
     out
 }
 
+/// The rows of the `sustained` group as a markdown table.
+pub fn sustained_table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| system | ops/s into SQLite | min–max | commits/s | ops/commit | peak buffer MiB \
+         | backpressure % of writer time | waits at full | acks/s | baseline | ratio \
+         | ratio min–max |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|\n",
+    );
+    for row in rows {
+        let (baseline, ratio, ratios) = ratio_cells(row);
+        out.push_str(&format!(
+            "| {} | {} | {}–{} | {:.1} | {} | {} | {} | {} | {} | {baseline} | {ratio} \
+             | {ratios} |\n",
+            row.system,
+            human_rate(row.ops_per_s),
+            human_rate(row.ops_per_s_min),
+            human_rate(row.ops_per_s_max),
+            row.syncs_per_s,
+            or_dash(row.appends_per_sync.map(|value| format!("{value:.0}"))),
+            or_dash(
+                row.peak_buffer_bytes
+                    .map(|bytes| format!("{:.1}", bytes as f64 / f64::from(1 << 20)))
+            ),
+            or_dash(
+                row.backpressure_percent
+                    .map(|percent| format!("{percent:.1}"))
+            ),
+            or_dash(row.backpressure_waits.map(|waits| waits.to_string())),
+            or_dash(row.acks_per_s.map(human_rate)),
+        ));
+    }
+    out
+}
+
 /// The rows of the `read` group as a markdown table.
 pub fn read_table(rows: &[Row]) -> String {
     let mut out = String::from(
@@ -365,30 +439,6 @@ pub fn recovery_table(rows: &[Row]) -> String {
             human_rate(row.ops_per_s_min),
             human_rate(row.ops_per_s_max),
             row.trials,
-        ));
-    }
-    out
-}
-
-/// The rows of the `engines` group as a markdown table.
-#[cfg(feature = "compare")]
-pub fn engines_table(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| system | threads | ops/s | min–max | p50 µs | p99 µs | open ms | baseline | ratio \
-         | ratio min–max |\n|---|--:|--:|--:|--:|--:|--:|---|--:|--:|\n",
-    );
-    for row in rows {
-        let (baseline, ratio, ratios) = ratio_cells(row);
-        out.push_str(&format!(
-            "| {} | {} | {} | {}–{} | {} | {} | {} | {baseline} | {ratio} | {ratios} |\n",
-            row.system,
-            row.writers,
-            human_rate(row.ops_per_s),
-            human_rate(row.ops_per_s_min),
-            human_rate(row.ops_per_s_max),
-            human_us(row.p50_us),
-            human_us(row.p99_us),
-            or_dash(row.open_ms.map(|open| format!("{open:.1}"))),
         ));
     }
     out
