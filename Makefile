@@ -12,13 +12,14 @@ SECONDS ?= 60
 FUZZ_TARGETS = decode_record scan_segment store_ops
 FUZZ_CI_SECONDS = 60
 
-.PHONY: help run test test-targets test-doc lint fmt-check clippy doc bench crash fuzz fuzz-ci
+.PHONY: help run test test-targets test-doc lint fmt-check clippy doc bench bench-compare crash fuzz fuzz-ci
 
 help:
 	@echo "make run     walbuf demo: a concurrent shape workload, then a SIGKILLed one and its recovery (ARGS=--quick for a short run)"
 	@echo "make test    the whole test suite (what .ci/run runs after lint)"
 	@echo "make lint    rustfmt --check, clippy -D warnings, rustdoc -D warnings (each alone: fmt-check, clippy, doc)"
 	@echo "make bench   walbuf bench (release build)"
+	@echo "make bench-compare  the engines group: walbuf against fjall, redb, SQLite (builds with --features compare; ARGS=--quick)"
 	@echo "make crash   long process-kill runs: TRIALS=N trials of 5 SIGKILLs (default 200)"
 	@echo "make fuzz    one cargo-fuzz target, no sanitizer: TARGET=name (decode_record, scan_segment, store_ops) SECONDS=n"
 	@echo "make fuzz-ci every fuzz target for $(FUZZ_CI_SECONDS) s (what .ci/run runs after test)"
@@ -57,6 +58,10 @@ doc:
 
 bench:
 	$(CARGO) run --release -p walbuf-cli -- bench $(ARGS)
+
+# The comparison engines (fjall, redb) build only with the `compare` feature.
+bench-compare:
+	$(CARGO) run --release -p walbuf-cli --features compare -- bench --filter engines $(ARGS)
 
 # Long process-kill runs: TRIALS trials of 5 SIGKILLs each (make test runs 10).
 crash:
