@@ -4,8 +4,11 @@
 //! checksummed, memory-mapped, segmented log under a monotonic op key and is durable per the
 //! chosen [`SyncPolicy`] before it is acknowledged.
 //!
-//! This release provides the log ([`log::Log`]) and its storage seam ([`storage`]); the
-//! buffer, flusher and SQLite store build on it.
+//! The layers, bottom up: the log ([`log::Log`]) and its storage seam ([`storage`]); the
+//! buffer of unflushed ops ([`buffer`]); the store ([`Store`]), generic over a [`Schema`],
+//! which validates, logs and indexes each op, answers reads from its overlay and SQLite, and
+//! flushes to SQLite in the background; and the first schema, the shape registry
+//! ([`ShapeRegistry`]). The example below uses the log alone.
 //!
 //! ```
 //! use walbuf::log::{Config, Log};
