@@ -88,6 +88,7 @@ mod driver;
 mod flush_rows;
 mod histogram;
 mod log_rows;
+mod plot;
 mod raw;
 mod read_rows;
 mod recovery_rows;
@@ -139,6 +140,10 @@ pub struct BenchArgs {
     /// Wall time of each trial in milliseconds [default: 1000, or 200 with --quick].
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..))]
     pub trial_ms: Option<u64>,
+    /// Also draw the `ack` rows as FILE (SVG): acknowledged ops/s against writers, one line
+    /// per system, log scales. Needs the `ack` group in the run (e.g. `--filter ack`).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
     /// Internal: be the child process of a `recovery` trial: add `--victim-ops` shapes to a
     /// registry in DIR, leave them unflushed, print `ready`, and wait to be killed.
     #[arg(long, value_name = "DIR", hide = true)]
@@ -732,6 +737,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         output.extend(summary.map(|summary| annotate(summary, subject)));
     }
 
+    if let Some(path) = &args.plot {
+        plot::write_ack_plot(&output, path)?;
+        eprintln!("wrote the ack plot to {}", path.display());
+    }
     if args.json {
         for group in GROUPS {
             for row in output.iter().filter(|row| row.group == group) {
