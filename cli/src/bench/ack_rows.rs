@@ -72,15 +72,12 @@ pub fn walbuf_trial(
     duration: Duration,
     disk: Option<&DiskCounter>,
 ) -> anyhow::Result<Trial> {
-    let number = NEXT_TRIAL.fetch_add(1, Ordering::Relaxed);
-    let directory = parent.join(format!("ack-{}-{writers}w-{number}", policy.name()));
-    let abandon = Arc::new(AtomicBool::new(false));
-    let (registry, _report) = ShapeRegistry::open(&directory, abandoning_config(policy, &abandon))
-        .with_context(|| format!("cannot open a registry in {}", directory.display()))?;
-    let trial = registry_trial(&registry, &abandon, number, writers, duration, disk)?;
-    drop(registry);
-    remove_tree(&directory)?;
-    Ok(trial)
+    let open = |directory: &Path, config| {
+        let (registry, _report) = ShapeRegistry::open(directory, config)
+            .with_context(|| format!("cannot open a registry in {}", directory.display()))?;
+        Ok(registry)
+    };
+    registry_trial(parent, policy.name(), policy, open, writers, duration, disk)
 }
 
 /// One trial of `reference-logoff`: as [`walbuf_trial`] on the reference design, a registry
@@ -95,34 +92,41 @@ pub fn reference_trial(
     duration: Duration,
     disk: Option<&DiskCounter>,
 ) -> anyhow::Result<Trial> {
-    let number = NEXT_TRIAL.fetch_add(1, Ordering::Relaxed);
-    let directory = parent.join(format!("ack-reference-logoff-{writers}w-{number}"));
-    let abandon = Arc::new(AtomicBool::new(false));
-    let registry =
-        reference::open_registry(&directory, abandoning_config(SyncPolicy::None, &abandon))?;
-    let trial = registry_trial(&registry, &abandon, number, writers, duration, disk)?;
-    drop(registry);
-    remove_tree(&directory)?;
-    Ok(trial)
+    let open = reference::open_registry;
+    registry_trial(
+        parent,
+        "reference-logoff",
+        SyncPolicy::None,
+        open,
+        writers,
+        duration,
+        disk,
+    )
 }
 
-/// The timed part of a registry trial: waits for the log's background preparation, runs
-/// `writers` threads adding shapes for `duration`, then closes the registry abandoning what
-/// is still buffered (`abandon` is the flag its [`abandoning_config`] reads).
+/// A registry trial: opens a fresh registry with `open` in a new directory under `parent`
+/// (named after `label`), waits for the log's background preparation, runs `writers` threads
+/// adding shapes for `duration`, closes the registry abandoning what is still buffered, and
+/// deletes the directory.
 fn registry_trial<St: Storage>(
-    registry: &ShapeRegistry<St>,
-    abandon: &AtomicBool,
-    number: u64,
+    parent: &Path,
+    label: &str,
+    policy: SyncPolicy,
+    open: impl FnOnce(&Path, StoreConfig) -> anyhow::Result<ShapeRegistry<St>>,
     writers: usize,
     duration: Duration,
     disk: Option<&DiskCounter>,
 ) -> anyhow::Result<Trial> {
+    let number = NEXT_TRIAL.fetch_add(1, Ordering::Relaxed);
+    let directory = parent.join(format!("ack-{label}-{writers}w-{number}"));
+    let abandon = Arc::new(AtomicBool::new(false));
+    let registry = open(&directory, abandoning_config(policy, &abandon))?;
     settle(SETTLE_TIMEOUT);
     let body = shape_body();
     let before = registry.stats();
     let (mut trial, disk_bytes) = with_disk_bytes(disk, || {
         closed_loop(writers, duration, |thread| {
-            let body = &body;
+            let (registry, body) = (&registry, &body);
             let mut sequence = 0;
             Ok(move || {
                 sequence += 1;
@@ -136,6 +140,8 @@ fn registry_trial<St: Storage>(
     let after = registry.stats();
     abandon.store(true, Ordering::Relaxed);
     registry.close().context("close the registry")?;
+    drop(registry);
+    remove_tree(&directory)?;
     trial.syncs = after.log.syncs - before.log.syncs;
     trial.rotations = Some(after.log.rotations - before.log.rotations);
     trial.disk_bytes_written = disk_bytes;
