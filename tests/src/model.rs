@@ -551,7 +551,8 @@ pub fn check_reads<St: Storage>(registry: &ShapeRegistry<St>, model: &Model) -> 
     for handle in model.seen_handles().iter().chain([&unseen]) {
         let got = registry
             .shape_for_handle(handle)
-            .map_err(|e| read("shape_for_handle", e))?;
+            .map_err(|e| read("shape_for_handle", e))?
+            .map(std::sync::Arc::unwrap_or_clone);
         let want = model.shape_for_handle(handle);
         if got != want {
             return Err(mismatch(

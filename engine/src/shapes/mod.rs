@@ -174,7 +174,7 @@ impl<St: Storage> ShapeRegistry<St> {
     fn live_in(
         validation: &Validation<'_, ShapeSchema, St>,
         handle: &str,
-    ) -> crate::Result<Option<Shape>> {
+    ) -> crate::Result<Option<Arc<Shape>>> {
         shape_as_of(
             validation.overlay(),
             handle,
@@ -302,8 +302,8 @@ impl<St: Storage> ShapeRegistry<St> {
             oids.dedup();
             Ok(Accepted {
                 op: ShapeOp::Remove {
-                    handle: shape.handle,
-                    comparable: shape.comparable,
+                    handle: shape.handle.clone(),
+                    comparable: shape.comparable.clone(),
                     oids,
                 },
                 live_count_after: validation.live_count().saturating_sub(1),
@@ -387,7 +387,7 @@ impl<St: Storage> ShapeRegistry<St> {
 
     // ----- reads (as of the visible op key) -----
 
-    fn resolve(&self, handle: &str) -> Result<Option<Shape>> {
+    fn resolve(&self, handle: &str) -> Result<Option<Arc<Shape>>> {
         // Several overlay lookups, then SQLite: no op may leave the overlay in between.
         let _gate = self.store.hold_overlay();
         let view = self.store.visible_op_key();
@@ -440,11 +440,11 @@ impl<St: Storage> ShapeRegistry<St> {
         Ok(handle)
     }
 
-    /// The live shape with `handle`.
+    /// The live shape with `handle`: shared with the overlay while it is buffered (no copy).
     ///
     /// # Errors
     /// [`RegistryError::Store`].
-    pub fn shape_for_handle(&self, handle: &str) -> Result<Option<Shape>> {
+    pub fn shape_for_handle(&self, handle: &str) -> Result<Option<Arc<Shape>>> {
         let shape = self.resolve(handle)?;
         if shape.is_some() {
             self.last_read.touch(handle);
@@ -614,7 +614,7 @@ fn shape_as_of(
     handle: &str,
     view: u64,
     read_sqlite: impl FnOnce() -> crate::Result<Option<Shape>>,
-) -> crate::Result<Option<Shape>> {
+) -> crate::Result<Option<Arc<Shape>>> {
     match overlay.resolve(handle, view) {
         Resolved::Live(shape) => Ok(Some(shape)),
         Resolved::Gone => Ok(None),
@@ -623,7 +623,7 @@ fn shape_as_of(
             if let Some(mark) = mark {
                 shape.snapshot = shape.snapshot.max(mark);
             }
-            shape
+            Arc::new(shape)
         })),
     }
 }
@@ -712,7 +712,7 @@ impl<St: Storage> Iterator for ShapeIter<'_, St> {
                 .resolve_after(&handle, self.view, self.reset);
             self.cursor = Some(handle);
             match (resolved, row) {
-                (Resolved::Live(shape), _) => return Some(Ok(shape)),
+                (Resolved::Live(shape), _) => return Some(Ok(Arc::unwrap_or_clone(shape))),
                 (Resolved::Gone, _) | (Resolved::Sqlite { .. }, None) => {}
                 (Resolved::Sqlite { mark }, Some(mut shape)) => {
                     if let Some(mark) = mark {

@@ -406,7 +406,7 @@ impl ShapeOverlay {
     }
 
     /// What the overlay says about `handle` as of `view`.
-    pub(crate) fn resolve(&self, handle: &str, view: u64) -> Resolved<Shape> {
+    pub(crate) fn resolve(&self, handle: &str, view: u64) -> Resolved<Arc<Shape>> {
         let reset = self.reset_at(view);
         self.resolve_after(handle, view, reset)
     }
@@ -417,20 +417,21 @@ impl ShapeOverlay {
         handle: &str,
         view: u64,
         reset: Option<u64>,
-    ) -> Resolved<Shape> {
+    ) -> Resolved<Arc<Shape>> {
         // Versions strictly after the reset count (a reset's own key holds no version).
         let floor = reset.unwrap_or(0);
         let mut mark: Option<SnapshotState> = None;
         let found = self
             .handles
             .find_latest(handle, floor, view, |version| match version {
-                HandleVersion::Added(shape) => {
-                    let mut shape = Shape::clone(shape);
-                    if let Some(mark) = mark {
-                        shape.snapshot = shape.snapshot.max(mark);
-                    }
-                    Some(Resolved::Live(shape))
-                }
+                HandleVersion::Added(shape) => Some(Resolved::Live(match mark {
+                    // A later mark moved the snapshot state on: a copy carries it.
+                    Some(mark) if mark > shape.snapshot => Arc::new(Shape {
+                        snapshot: mark,
+                        ..Shape::clone(shape)
+                    }),
+                    _ => Arc::clone(shape),
+                })),
                 HandleVersion::Removed => Some(Resolved::Gone),
                 HandleVersion::Marked(state) => {
                     mark = Some(mark.map_or(*state, |mark| mark.max(*state)));
