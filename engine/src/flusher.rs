@@ -1,11 +1,13 @@
 //! The flusher: one background thread that owns the single SQLite write connection and
 //! applies buffered ops to SQLite in large batches.
 //!
-//! Each round it takes the gapless run of visible ops just above the applied op key (up to
-//! `batch_ops_max`), applies them in ONE transaction together with the new applied op key
-//! and live count (`walbuf_meta`), commits (durable: `synchronous=FULL`), then drops them from
-//! the overlay and the buffer, wakes writers waiting for room, and retires whole log segments
-//! below the applied key. A failing batch is rolled back and retried with capped exponential
+//! Each round it takes the gapless run of visible ops just above the last committed op key
+//! (up to `batch_ops_max`), applies them in ONE transaction together with the new applied op
+//! key and live count (`walbuf_meta`), commits (durable: `synchronous=FULL`), and retires
+//! whole log segments below the committed key. A second thread, the cleaner, then drops the
+//! committed ops from the overlay and the buffer (compare-and-delete by op key), publishes
+//! the applied op key and wakes writers waiting for room — while the flusher already applies
+//! the next batch. A failing batch is rolled back and retried with capped exponential
 //! backoff; a batch failing in a way retrying cannot fix marks the store failed.
 
 use std::sync::atomic::Ordering;
@@ -19,86 +21,111 @@ use crate::sqlite::{self, Meta};
 use crate::storage::Storage;
 use crate::store::Shared;
 
-/// The flusher thread's body.
+/// A committed batch, handed to the cleaner.
+struct Committed<Op> {
+    batch: Vec<BatchOp<Op>>,
+    last: Meta,
+}
+
+/// The flusher thread's body. A second thread, the cleaner, drops each committed batch from
+/// the overlay and the buffer and then publishes it as applied, while the flusher already
+/// applies the next batch: the cleanup is off the path of SQLite's writes.
 pub(crate) fn run<S: Schema, St: Storage>(shared: &Shared<S, St>, mut connection: Connection) {
     let config = &shared.config;
+    sqlite::set_batch_writes(config.sqlite.batch_writes);
+    std::thread::scope(|scope| {
+        // One committed batch may wait while another is cleaned: at most two batches are
+        // committed and still buffered.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Committed<S::Op>>(1);
+        let cleaner = std::thread::Builder::new()
+            .name("walbuf-cleaner".into())
+            .spawn_scoped(scope, move || {
+                for committed in receiver {
+                    clean(shared, committed);
+                }
+            });
+        let cleaner = match cleaner {
+            Ok(cleaner) => Some(cleaner),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start the cleaner thread; the flusher cleans up");
+                None
+            }
+        };
+        flush_batches(shared, &mut connection, |committed| {
+            let unsent = match &cleaner {
+                Some(_) => sender.send(committed).err().map(|error| error.0),
+                None => Some(committed),
+            };
+            if let Some(committed) = unsent {
+                clean(shared, committed);
+            }
+        });
+        drop(sender);
+        if let Some(cleaner) = cleaner
+            && cleaner.join().is_err()
+        {
+            tracing::error!("the cleaner thread panicked");
+        }
+    });
+    checkpoint(shared, &connection);
+}
+
+/// The flusher's loop: applies gapless batches until the store stops (or fails), handing
+/// each committed batch to `committed`.
+fn flush_batches<S: Schema, St: Storage>(
+    shared: &Shared<S, St>,
+    connection: &mut Connection,
+    mut committed: impl FnMut(Committed<S::Op>),
+) {
+    let config = &shared.config;
+    // With SQLite's automatic checkpoints on, the flusher schedules none of its own.
+    let scheduled_checkpoints = config.sqlite.wal_autocheckpoint_pages == 0;
     let interval = Duration::from_millis(config.flush_interval_ms);
     let mut batches_since_checkpoint = 0u32;
     let mut last_round = Instant::now();
+    // The last op key committed: ahead of `applied_op_key` while the cleaner works.
+    let mut last_committed = shared.applied_op_key.load(Ordering::SeqCst);
     loop {
-        let stopping = wait_for_work(shared, interval, &mut last_round);
-        let applied = shared.applied_op_key.load(Ordering::SeqCst);
+        let stopping = wait_for_work(shared, last_committed, interval, &mut last_round);
         let visible = shared.visible_op_key();
         let run = shared.buffer.gapless_run(
-            applied + 1,
+            last_committed + 1,
             visible,
             config.batch_ops_max,
             config.batch_bytes_max,
         );
-        if run.is_empty() {
+        let Some(last) = run.last().map(|(key, _, count)| Meta {
+            applied_op_key: *key,
+            live_count: *count,
+        }) else {
             if stopping {
                 break;
             }
-            if visible > applied {
+            if visible > last_committed {
                 // Visible ops that are not buffered: a gap in op keys, which submit and
                 // recovery rule out. Never spin on it; say so.
                 tracing::error!(
-                    applied,
+                    applied = last_committed,
                     visible,
                     "visible ops missing from the buffer; the flusher waits"
                 );
                 std::thread::sleep(interval.max(Duration::from_millis(10)));
             }
             continue;
-        }
-        let Some(last) = run.last().map(|(key, _, count)| Meta {
-            applied_op_key: *key,
-            live_count: *count,
-        }) else {
-            continue;
         };
-        let batch: Vec<BatchOp<S::Op>> = run
-            .iter()
-            .map(|(key, op, _)| (*key, std::sync::Arc::clone(op)))
-            .collect();
-        if !apply_with_retries(shared, &mut connection, &batch, last, stopping) {
+        let batch: Vec<BatchOp<S::Op>> = run.into_iter().map(|(key, op, _)| (key, op)).collect();
+        if !apply_with_retries(shared, connection, &batch, last, stopping) {
             break;
         }
-        {
-            let _gate = shared.cleanup_gate.write();
-            for (op_key, op) in &batch {
-                shared.schema.unindex(&shared.overlay, *op_key, op);
-                shared.buffer.remove(*op_key);
-            }
-        }
-        // Counted before the applied key is published: whoever sees the batch applied (a
-        // returning `flush`) also sees it in the stats.
-        shared
-            .counters
-            .flush_batches
-            .fetch_add(1, Ordering::Relaxed);
-        shared
-            .counters
-            .ops_flushed
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        shared
-            .applied_op_key
-            .store(last.applied_op_key, Ordering::SeqCst);
-        {
-            let _guard = shared.applied_lock.lock();
-            shared.applied_changed.notify_all();
-        }
-        shared.buffer.notify_room();
-        tracing::debug!(
-            ops = batch.len(),
-            applied_op_key = last.applied_op_key,
-            "flushed batch"
-        );
+        last_committed = last.applied_op_key;
+        committed(Committed { batch, last });
         batches_since_checkpoint += 1;
-        if batches_since_checkpoint >= config.checkpoint_every_batches {
+        if scheduled_checkpoints && batches_since_checkpoint >= config.checkpoint_every_batches {
             batches_since_checkpoint = 0;
-            checkpoint(shared, &connection);
+            checkpoint(shared, connection);
         }
+        // The commit is durable (`synchronous=FULL`): the log below it may go, whether or
+        // not the cleaner is done.
         match shared.log.truncate_before(last.applied_op_key + 1) {
             Ok(0) => {}
             Ok(retired) => tracing::debug!(retired, "retired log segments"),
@@ -107,13 +134,49 @@ pub(crate) fn run<S: Schema, St: Storage>(shared: &Shared<S, St>, mut connection
             }
         }
     }
-    checkpoint(shared, &connection);
+}
+
+/// Drops a committed batch from the overlay and the buffer (compare-and-delete by op key),
+/// then publishes it as applied and wakes whoever waits for that or for room.
+fn clean<S: Schema, St: Storage>(shared: &Shared<S, St>, committed: Committed<S::Op>) {
+    let Committed { batch, last } = committed;
+    {
+        let _gate = shared.cleanup_gate.write();
+        for (op_key, op) in &batch {
+            shared.schema.unindex(&shared.overlay, *op_key, op);
+            shared.buffer.remove(*op_key);
+        }
+    }
+    // Counted before the applied key is published: whoever sees the batch applied (a
+    // returning `flush`) also sees it in the stats.
+    shared
+        .counters
+        .flush_batches
+        .fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .ops_flushed
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    shared
+        .applied_op_key
+        .store(last.applied_op_key, Ordering::SeqCst);
+    {
+        let _guard = shared.applied_lock.lock();
+        shared.applied_changed.notify_all();
+    }
+    shared.buffer.notify_room();
+    tracing::debug!(
+        ops = batch.len(),
+        applied_op_key = last.applied_op_key,
+        "flushed batch"
+    );
 }
 
 /// Waits until a batch is due: enough ops pending, a flush requested, the interval elapsed
 /// with something pending, or a stop. Returns whether the store is stopping.
 fn wait_for_work<S: Schema, St: Storage>(
     shared: &Shared<S, St>,
+    last_committed: u64,
     interval: Duration,
     last_round: &mut Instant,
 ) -> bool {
@@ -123,9 +186,7 @@ fn wait_for_work<S: Schema, St: Storage>(
         if signal.stop {
             return true;
         }
-        let pending = shared
-            .visible_op_key()
-            .saturating_sub(shared.applied_op_key.load(Ordering::SeqCst));
+        let pending = shared.visible_op_key().saturating_sub(last_committed);
         let due = last_round.elapsed() >= interval;
         if pending >= batch_ops || (pending > 0 && (signal.requested || due)) {
             signal.requested = false;

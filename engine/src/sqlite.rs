@@ -4,8 +4,10 @@
 //! The database runs in WAL mode, so readers never wait for the writer. The write connection
 //! runs with `synchronous=FULL`: a commit is durable when it returns, so the flusher may
 //! retire log segments right after it (with `NORMAL`, a WAL commit is durable only after a
-//! checkpoint). Automatic checkpoints are off; the flusher schedules passive ones.
+//! checkpoint). Automatic checkpoints are off by default; the flusher schedules passive ones
+//! ([`SqliteConfig::wal_autocheckpoint_pages`] hands them back to SQLite).
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -45,6 +47,46 @@ pub struct SqliteConfig {
     pub busy_timeout_ms: u32,
     /// Read connections kept open when idle (default 4).
     pub read_pool_size: usize,
+    /// SQLite's automatic checkpoints: 0 (the default) turns them off and the flusher runs a
+    /// passive checkpoint every `StoreConfig::checkpoint_every_batches` batches, between
+    /// batches; N > 0 lets SQLite checkpoint whenever a commit leaves more than N pages in the
+    /// WAL (SQLite's own default is 1 000), inside that commit, and the flusher schedules none.
+    pub wal_autocheckpoint_pages: u32,
+    /// How the schema writes a batch: a switch for measuring the flusher's levers
+    /// (`walbuf bench`), not a setting. Default [`BatchWrites::Coalesced`].
+    #[doc(hidden)]
+    pub batch_writes: BatchWrites,
+}
+
+/// How a schema writes a batch (a bench-only switch: see `walbuf bench`'s `flush` group).
+/// The shape registry honours it; a schema may ignore it.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchWrites {
+    /// Ops that cancel are coalesced and rows are written in key order (the default).
+    #[default]
+    Coalesced,
+    /// Coalesced, but rows are written in op-key order (no sorting for key locality).
+    CoalescedUnsorted,
+    /// Every op written on its own, in op-key order (no coalescing, no sorting).
+    EachOp,
+}
+
+thread_local! {
+    /// The flusher thread's [`BatchWrites`] (set once when it starts).
+    static BATCH_WRITES: Cell<BatchWrites> = const { Cell::new(BatchWrites::Coalesced) };
+}
+
+/// The [`BatchWrites`] of the calling flusher thread.
+#[doc(hidden)]
+#[must_use]
+pub fn batch_writes() -> BatchWrites {
+    BATCH_WRITES.with(Cell::get)
+}
+
+/// Sets the calling thread's [`BatchWrites`] (the flusher does, from its configuration).
+pub(crate) fn set_batch_writes(writes: BatchWrites) {
+    BATCH_WRITES.with(|cell| cell.set(writes));
 }
 
 impl Default for SqliteConfig {
@@ -54,6 +96,8 @@ impl Default for SqliteConfig {
             read_cache_kib: 8 * 1024,
             busy_timeout_ms: 5000,
             read_pool_size: 4,
+            wal_autocheckpoint_pages: 0,
+            batch_writes: BatchWrites::Coalesced,
         }
     }
 }
@@ -75,10 +119,10 @@ pub fn open_writer<S: Schema>(
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
-             PRAGMA wal_autocheckpoint = 0;
+             PRAGMA wal_autocheckpoint = {};
              PRAGMA cache_size = -{};
              PRAGMA busy_timeout = {};",
-            config.write_cache_kib, config.busy_timeout_ms
+            config.wal_autocheckpoint_pages, config.write_cache_kib, config.busy_timeout_ms
         ))
         .map_err(sqlite("configure database"))?;
     let version: i64 = connection
