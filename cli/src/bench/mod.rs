@@ -29,6 +29,10 @@
 //! other writers on the same disk); `trials`. A baseline's own row has `baseline`, `ratio*`
 //! null. `null` also means "not applicable" elsewhere (no syncs, no counter).
 //!
+//! # Plot
+//! `--plot FILE` also writes the `ack` rows of the run as an SVG ([`plot`]): acknowledged ops/s
+//! against writers, one line per system, both axes logarithmic.
+//!
 //! # Stable names
 //! Group `log` (256-byte payloads, i.e. 280-byte frames; 64 MiB segments):
 //!
@@ -65,6 +69,22 @@
 //! Group `flush` ([`flush_rows`]): `walbuf-flush` (ops/s reaching SQLite under overload)
 //! against `sqlite-batch5000-sorted` (SQLite defaults) and `sqlite-batch5000-tuned` (walbuf's
 //! flusher settings); `syncs` counts batches.
+//!
+//! Group `sustained` ([`sustained_rows`]): a long overload (60 s windows, at most 2 trials;
+//! 5 s with `--quick`), one writer:
+//!
+//! | system | what | baseline |
+//! |---|---|---|
+//! | `walbuf-sustained` | a registry under `Periodic { interval_ms: 10 }`, default configuration, fed faster than SQLite takes it: ops/s reaching SQLite | `reference-flush`, `sqlite-batch5000-sustained` (one row each) |
+//! | `reference-flush` | the reference design's flush as it ships: its schema (5 indexes on shapes, one covering the shape blob; UNIQUE(handle, oid) + 2 indexes on relations; a counter row updated per op), 100 ops per `BEGIN IMMEDIATE` transaction, back to back | – |
+//! | `sqlite-batch5000-sustained` | `sqlite-batch5000-sorted` of the `flush` group over this group's window | – |
+//!
+//! `syncs` counts SQLite commits (batches). Keys only `walbuf-sustained` has (null
+//! elsewhere): `peak_buffer_bytes` the most bytes the buffer held (largest over the trials),
+//! `backpressure_percent` the share of the writer's time spent in `add_shape` calls that began
+//! while the buffer was past its soft limit (throttled or waiting; median), `backpressure_waits`
+//! writes that waited at the hard limit per trial (median), `acks_per_s` shapes acknowledged to
+//! the writer per second (median; `ops_per_s` is what reached SQLite).
 //!
 //! Group `read` ([`read_rows`]), one reader thread, `shapes` in the fixture (1 M, 10 k with
 //! `--quick`; half buffered, half flushed):

@@ -1,6 +1,7 @@
 //! `walbuf bench --plot FILE`: the `ack` group as a picture — acknowledged ops per second
 //! against writer count, one line per system, both axes logarithmic (the systems span three
-//! orders of magnitude, and the writer counts 1, 8, 64 are powers of 8). An SVG file.
+//! orders of magnitude, and the writer counts 1, 8, 64 are powers of 8), the legend beside
+//! the chart. An SVG file.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +13,8 @@ use super::report::{Row, human_rate};
 
 /// Size of the picture in pixels.
 const SIZE_PIXELS: (u32, u32) = (960, 640);
+/// Width of the legend column at the right, in pixels.
+const LEGEND_PIXELS: u32 = 210;
 
 /// One line of the plot: a system's median ops/s at each writer count, by writer count.
 type Series = BTreeMap<usize, f64>;
@@ -50,11 +53,12 @@ pub fn write_ack_plot(rows: &[Row], path: &Path) -> anyhow::Result<()> {
     };
     let writers = || series.iter().flat_map(|(_, points)| points.keys().copied());
     let most_writers = writers().max().unwrap_or(1).max(2) as f64;
-    draw(&series, (low / 2.0, high * 2.0), most_writers * 1.5, path)
+    draw(&series, (low / 2.0, high * 2.0), most_writers.log2(), path)
         .with_context(|| format!("cannot draw the plot to {}", path.display()))
 }
 
-/// Draws `series` with the y axis over `y_range` and the x axis from 0.8 to `x_max`.
+/// Draws `series`, the y axis over `y_range`, the x axis the base-2 logarithm of the writer
+/// count from 0 to `x_max` (labelled with the counts), and the legend at the right.
 fn draw(
     series: &[(&'static str, Series)],
     y_range: (f64, f64),
@@ -64,7 +68,8 @@ fn draw(
     let plotting = |error| anyhow!("plotting: {error}");
     let root = SVGBackend::new(path, SIZE_PIXELS).into_drawing_area();
     root.fill(&WHITE).map_err(plotting)?;
-    let mut chart = ChartBuilder::on(&root)
+    let (chart_area, legend_area) = root.split_horizontally(SIZE_PIXELS.0 - LEGEND_PIXELS);
+    let mut chart = ChartBuilder::on(&chart_area)
         .caption(
             "walbuf bench, ack: acknowledged add_shape per second",
             ("sans-serif", 22),
@@ -72,16 +77,14 @@ fn draw(
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(80)
-        .build_cartesian_2d(
-            (0.8_f64..x_max).log_scale(),
-            (y_range.0..y_range.1).log_scale(),
-        )
+        .build_cartesian_2d(-0.25_f64..x_max + 0.25, (y_range.0..y_range.1).log_scale())
         .map_err(plotting)?;
     chart
         .configure_mesh()
-        .x_desc("concurrent writers")
-        .y_desc("acks/s (log)")
-        .x_label_formatter(&|writers| format!("{writers:.0}"))
+        .x_desc("concurrent writers (log scale)")
+        .y_desc("acks/s (log scale)")
+        .x_labels(x_max as usize + 1)
+        .x_label_formatter(&|log2| format!("{:.0}", log2.exp2()))
         .y_label_formatter(&|rate| human_rate(*rate))
         .draw()
         .map_err(plotting)?;
@@ -90,29 +93,28 @@ fn draw(
         let line: Vec<(f64, f64)> = points
             .iter()
             .filter(|(_, rate)| **rate > 0.0)
-            .map(|(writers, rate)| (*writers as f64, *rate))
+            .map(|(writers, rate)| ((*writers as f64).log2(), *rate))
             .collect();
         chart
             .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
-            .map_err(plotting)?
-            .label(*system)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+            .map_err(plotting)?;
         chart
             .draw_series(
                 line.into_iter()
                     .map(|point| Circle::new(point, 3, color.filled())),
             )
             .map_err(plotting)?;
+        let y = 60 + 24 * i32::try_from(index).unwrap_or(0);
+        legend_area
+            .draw(&PathElement::new(
+                vec![(8, y), (36, y)],
+                color.stroke_width(3),
+            ))
+            .map_err(plotting)?;
+        legend_area
+            .draw(&Text::new(*system, (44, y - 8), ("sans-serif", 15)))
+            .map_err(plotting)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plotting)?;
     root.present().map_err(plotting)?;
     Ok(())
 }
