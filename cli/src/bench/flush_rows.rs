@@ -23,13 +23,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use walbuf::{ShapeRegistry, SyncPolicy};
+use walbuf::sqlite::BatchWrites;
+use walbuf::store::ApplyHook;
+use walbuf::{NewShape, ShapeRegistry, SyncPolicy};
 
 use super::ack_rows::abandoning_config;
 use super::driver::{Trial, remove_tree};
 use super::histogram::Histogram;
 use super::log_rows::settle;
-use super::workload::{Synchronous, insert_sorted, op_key, open_baseline, shape_body, shape_of};
+use super::workload::{
+    Synchronous, insert_sorted, insert_unsorted, op_key, open_baseline, shape_body, shape_of,
+};
 
 /// Ops per SQLite transaction on both sides (walbuf's default `batch_ops_max`).
 pub const BATCH_OPS: usize = 5_000;
@@ -159,4 +163,368 @@ pub fn batched_trial(parent: &Path, tuned: bool, window: Duration) -> anyhow::Re
         elapsed,
         commits,
     ))
+}
+
+/// How the ops of a drain are written: a lever of the flusher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Writes {
+    /// Coalesced, rows sorted by key (walbuf's default; the baseline sorts each batch).
+    Sorted,
+    /// Coalesced, rows in op order (the baseline inserts each op's rows in op order).
+    Unsorted,
+    /// walbuf writes every op on its own, in op order (the baseline as for `Unsorted`).
+    EachOp,
+}
+
+/// The settings of a drain, the same on both sides of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Drain {
+    /// Ops per transaction.
+    pub batch_ops: usize,
+    /// How the rows are written.
+    pub writes: Writes,
+    /// SQLite's automatic checkpoints (every 1 000 WAL pages) instead of a passive checkpoint
+    /// every 4 batches.
+    pub auto_checkpoint: bool,
+}
+
+impl Drain {
+    /// walbuf's defaults.
+    pub const DEFAULT: Self = Self {
+        batch_ops: BATCH_OPS,
+        writes: Writes::Sorted,
+        auto_checkpoint: false,
+    };
+}
+
+/// SQLite's default `wal_autocheckpoint`, in pages.
+const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 1_000;
+
+/// A store directory holding `existing` shapes in SQLite and `ops` more only in its log (as a
+/// crash leaves it), copied by every drain trial; the baselines copy its database.
+pub struct DrainFixture {
+    /// Where trials make their copies.
+    parent: std::path::PathBuf,
+    directory: std::path::PathBuf,
+    existing: u64,
+    ops: u64,
+}
+
+/// The op key space of the drain fixture's shapes.
+const DRAIN_KEYS: u64 = 0xD0;
+
+impl DrainFixture {
+    /// Builds the fixture under `parent`: `existing` shapes added and flushed, then `ops`
+    /// added with the flusher held idle and abandoned in the log.
+    ///
+    /// # Errors
+    /// The registry or SQLite failed.
+    pub fn build(parent: &Path, existing: u64, ops: u64) -> anyhow::Result<Self> {
+        let directory = parent.join("flush-drain-fixture");
+        let abandon = Arc::new(AtomicBool::new(false));
+        let all = existing + ops;
+        let config = walbuf::StoreConfig {
+            flush_interval_ms: 3_600_000,
+            batch_ops_max: usize::try_from(all + 1)?,
+            buffer_ops_max: (all + 1).max(1_000_000),
+            buffer_bytes_max: 4 << 30,
+            ..abandoning_config(SyncPolicy::None, &abandon)
+        };
+        let (registry, _report) = ShapeRegistry::open(&directory, config)
+            .with_context(|| format!("cannot open a registry in {}", directory.display()))?;
+        let body = shape_body();
+        for sequence in 0..all {
+            if sequence == existing {
+                registry.flush().context("flush the existing shapes")?;
+            }
+            registry.add_shape(shape_of(op_key(DRAIN_KEYS, 0, sequence), &body))?;
+        }
+        abandon.store(true, Ordering::Relaxed);
+        registry.close().context("close the registry")?;
+        drop(registry);
+        // Every trial starts from an empty WAL.
+        rusqlite::Connection::open(directory.join(walbuf::store::DATABASE_FILE))?.query_row(
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+            [],
+            |_| Ok(()),
+        )?;
+        Ok(Self {
+            parent: parent.to_path_buf(),
+            directory,
+            existing,
+            ops,
+        })
+    }
+
+    /// Copies the fixture to a fresh directory beside it (the whole store, or with
+    /// `database_only` just its database as `shapes.db`), syncs it, and returns the directory.
+    fn copy(&self, database_only: bool) -> anyhow::Result<std::path::PathBuf> {
+        let number = NEXT_TRIAL.fetch_add(1, Ordering::Relaxed);
+        let directory = self.parent.join(format!("flush-drain-{number}"));
+        let database = walbuf::store::DATABASE_FILE;
+        std::fs::create_dir_all(&directory)?;
+        if database_only {
+            std::fs::copy(self.directory.join(database), directory.join("shapes.db"))?;
+        } else {
+            std::fs::copy(self.directory.join(database), directory.join(database))?;
+            let log = walbuf::store::LOG_DIRECTORY;
+            std::fs::create_dir_all(directory.join(log))?;
+            for entry in std::fs::read_dir(self.directory.join(log))? {
+                let entry = entry?;
+                std::fs::copy(entry.path(), directory.join(log).join(entry.file_name()))?;
+            }
+        }
+        rustix::fs::sync();
+        Ok(directory)
+    }
+
+    /// The shapes a drain writes, in op order.
+    fn shapes(&self) -> Vec<NewShape> {
+        let body = shape_body();
+        (self.existing..self.existing + self.ops)
+            .map(|sequence| shape_of(op_key(DRAIN_KEYS, 0, sequence), &body))
+            .collect()
+    }
+
+    /// One `walbuf-flush-drain*` trial: reopens a copy (recovery replays the ops into the
+    /// buffer, untimed) with the flusher held at its first batch, then releases it and times
+    /// until `flush` returns.
+    ///
+    /// # Errors
+    /// The registry failed, or applied another number of ops.
+    pub fn walbuf_trial(&self, drain: Drain) -> anyhow::Result<Trial> {
+        let directory = self.copy(false)?;
+        let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let held = Arc::clone(&gate);
+        let mut config = walbuf::StoreConfig {
+            batch_ops_max: drain.batch_ops,
+            apply_hook: Some(ApplyHook(Arc::new(move |_keys: &[u64]| {
+                let (open, opened) = &*held;
+                let mut open = open.lock().map_err(|_| rusqlite::Error::InvalidQuery)?;
+                while !*open {
+                    open = opened
+                        .wait(open)
+                        .map_err(|_| rusqlite::Error::InvalidQuery)?;
+                }
+                Ok(())
+            }))),
+            ..walbuf::StoreConfig::default()
+        };
+        config.log.sync_policy = SyncPolicy::None;
+        config.sqlite.batch_writes = match drain.writes {
+            Writes::Sorted => BatchWrites::Coalesced,
+            Writes::Unsorted => BatchWrites::CoalescedUnsorted,
+            Writes::EachOp => BatchWrites::EachOp,
+        };
+        if drain.auto_checkpoint {
+            config.sqlite.wal_autocheckpoint_pages = SQLITE_AUTOCHECKPOINT_PAGES;
+        }
+        let (registry, report) = ShapeRegistry::open(&directory, config)
+            .with_context(|| format!("cannot reopen {}", directory.display()))?;
+        anyhow::ensure!(
+            report.ops_replayed == self.ops,
+            "recovery replayed {} ops, expected {}",
+            report.ops_replayed,
+            self.ops
+        );
+        settle(Duration::from_secs(10));
+        let before = registry.stats();
+        let started = Instant::now();
+        {
+            let (open, opened) = &*gate;
+            *open.lock().map_err(|_| anyhow!("the gate is poisoned"))? = true;
+            opened.notify_all();
+        }
+        registry.flush().context("flush")?;
+        let elapsed = started.elapsed();
+        let after = registry.stats();
+        registry.close().context("close the registry")?;
+        drop(registry);
+        remove_tree(&directory)?;
+        anyhow::ensure!(
+            after.applied_op_key - before.applied_op_key == self.ops,
+            "the drain applied {} ops, expected {}",
+            after.applied_op_key - before.applied_op_key,
+            self.ops
+        );
+        Ok(throughput_trial(
+            self.ops,
+            elapsed,
+            after.flush_batches - before.flush_batches,
+        ))
+    }
+
+    /// One `sqlite-drain*` trial: the same ops into a copy of the same database, batched by
+    /// hand with the same settings; the shapes are built before the clock starts.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn batched_trial(&self, drain: Drain) -> anyhow::Result<Trial> {
+        let directory = self.copy(true)?;
+        let mut connection = open_baseline(&directory.join("shapes.db"), Synchronous::Full)?;
+        let autocheckpoint = if drain.auto_checkpoint {
+            SQLITE_AUTOCHECKPOINT_PAGES
+        } else {
+            0
+        };
+        connection.execute_batch(&format!(
+            "PRAGMA cache_size = -{TUNED_CACHE_KIB}; PRAGMA wal_autocheckpoint = {autocheckpoint};"
+        ))?;
+        let shapes = self.shapes();
+        let started = Instant::now();
+        let mut commits = 0_u64;
+        for batch in shapes.chunks(drain.batch_ops) {
+            match drain.writes {
+                Writes::Sorted => insert_sorted(&mut connection, batch),
+                Writes::Unsorted | Writes::EachOp => insert_unsorted(&mut connection, batch),
+            }
+            .context("insert a batch")?;
+            commits += 1;
+            if !drain.auto_checkpoint && commits.is_multiple_of(CHECKPOINT_EVERY_BATCHES) {
+                connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                    row.get::<_, i64>(0)
+                })?;
+            }
+        }
+        let elapsed = started.elapsed();
+        drop(connection);
+        remove_tree(&directory)?;
+        Ok(throughput_trial(self.ops, elapsed, commits))
+    }
+
+    /// Deletes the fixture.
+    ///
+    /// # Errors
+    /// It could not be removed.
+    pub fn remove(self) -> anyhow::Result<()> {
+        remove_tree(&self.directory)
+    }
+}
+
+/// The `walbuf-flush-drain*` rows: walbuf's defaults, and one lever changed at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lever {
+    /// walbuf's defaults ([`Drain::DEFAULT`]).
+    Default,
+    /// 500-op batches.
+    Batch500,
+    /// Coalesced, written in op order.
+    Unsorted,
+    /// Neither coalesced nor sorted.
+    EachOp,
+    /// SQLite's automatic checkpoints instead of the flusher's.
+    AutoCheckpoint,
+}
+
+impl Lever {
+    /// Every row, in output order.
+    pub const ALL: [Self; 5] = [
+        Self::Default,
+        Self::Batch500,
+        Self::Unsorted,
+        Self::EachOp,
+        Self::AutoCheckpoint,
+    ];
+
+    /// The stable system name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Default => "walbuf-flush-drain",
+            Self::Batch500 => "walbuf-flush-drain-batch500",
+            Self::Unsorted => "walbuf-flush-drain-unsorted",
+            Self::EachOp => "walbuf-flush-drain-each-op",
+            Self::AutoCheckpoint => "walbuf-flush-drain-autocheckpoint",
+        }
+    }
+
+    /// walbuf's settings for this row.
+    pub fn drain(self) -> Drain {
+        let default = Drain::DEFAULT;
+        match self {
+            Self::Default => default,
+            Self::Batch500 => Drain {
+                batch_ops: 500,
+                ..default
+            },
+            Self::Unsorted => Drain {
+                writes: Writes::Unsorted,
+                ..default
+            },
+            Self::EachOp => Drain {
+                writes: Writes::EachOp,
+                ..default
+            },
+            Self::AutoCheckpoint => Drain {
+                auto_checkpoint: true,
+                ..default
+            },
+        }
+    }
+
+    /// The settings of its hand-batched baseline (for an add-only drain, writing each op on
+    /// its own is what an unsorted hand-batched loop does).
+    pub fn baseline(self) -> Drain {
+        let drain = self.drain();
+        match drain.writes {
+            Writes::EachOp => Drain {
+                writes: Writes::Unsorted,
+                ..drain
+            },
+            Writes::Sorted | Writes::Unsorted => drain,
+        }
+    }
+
+    /// What walbuf's default setting of the lever is, against this row's (`None` for the
+    /// default row).
+    fn describe(self) -> Option<&'static str> {
+        match self {
+            Self::Default => None,
+            Self::Batch500 => Some("5 000-op batches instead of 500"),
+            Self::Unsorted => Some("rows sorted by key instead of written in op order"),
+            Self::EachOp => Some("coalesced and sorted instead of each op on its own"),
+            Self::AutoCheckpoint => {
+                Some("passive checkpoints every 4 batches instead of SQLite's automatic ones")
+            }
+        }
+    }
+}
+
+impl Drain {
+    /// The stable name of the hand-batched baseline with these settings.
+    pub fn baseline_name(self) -> &'static str {
+        match (self.batch_ops, self.writes, self.auto_checkpoint) {
+            (500, _, _) => "sqlite-drain500-tuned",
+            (_, Writes::Sorted, false) => "sqlite-drain5000-tuned",
+            (_, Writes::Sorted, true) => "sqlite-drain5000-autocheckpoint",
+            (_, Writes::Unsorted | Writes::EachOp, _) => "sqlite-drain5000-tuned-unsorted",
+        }
+    }
+}
+
+/// One line per lever: what walbuf's default buys it (the default row's ops/s ÷ the lever
+/// row's, medians of the same run) and what the same change buys hand-batched SQLite.
+/// `ops_per_s` finds a row's median by system name.
+pub fn lever_lines(ops_per_s: impl Fn(&str) -> Option<f64>) -> Vec<String> {
+    let ratio = |numerator: &str, denominator: &str| {
+        Some(ops_per_s(numerator)? / ops_per_s(denominator)?.max(1e-9))
+    };
+    let mut lines = Vec::new();
+    let default = Lever::Default;
+    for lever in Lever::ALL {
+        let (Some(what), Some(walbuf)) = (lever.describe(), ratio(default.name(), lever.name()))
+        else {
+            continue;
+        };
+        let sqlite = ratio(
+            default.baseline().baseline_name(),
+            lever.baseline().baseline_name(),
+        )
+        .map_or_else(|| "?".to_owned(), |ratio| format!("{ratio:.2}×"));
+        lines.push(format!(
+            "- {what}: {walbuf:.2}× for walbuf ({} ÷ {}), {sqlite} for hand-batched SQLite",
+            default.name(),
+            lever.name()
+        ));
+    }
+    lines
 }

@@ -66,9 +66,19 @@
 //! `syncs` counts log syncs for walbuf and commits for SQLite; `appends_per_sync` ops per sync
 //! or commit.
 //!
-//! Group `flush` ([`flush_rows`]): `walbuf-flush` (ops/s reaching SQLite under overload)
-//! against `sqlite-batch5000-sorted` (SQLite defaults) and `sqlite-batch5000-tuned` (walbuf's
-//! flusher settings); `syncs` counts batches.
+//! Group `flush` ([`flush_rows`]), ops/s reaching SQLite; `syncs` counts batches:
+//!
+//! | system | what | baseline |
+//! |---|---|---|
+//! | `walbuf-flush` | the flusher under overload: one writer adds shapes as fast as backpressure lets it, competing for the CPU | `sqlite-batch5000-sorted` (SQLite's defaults), `sqlite-batch5000-tuned` (walbuf's flusher settings) |
+//! | `walbuf-flush-drain` | the flusher draining a filled buffer (a store reopened with the ops in its log), default settings | `sqlite-drain5000-tuned`: the same ops into a copy of the same database, batched by hand with the same settings |
+//! | `walbuf-flush-drain-batch500` | … with 500-op batches | `sqlite-drain500-tuned` |
+//! | `walbuf-flush-drain-unsorted` | … coalesced but written in op order | `sqlite-drain5000-tuned-unsorted` |
+//! | `walbuf-flush-drain-each-op` | … neither coalesced nor sorted | `sqlite-drain5000-tuned-unsorted` |
+//! | `walbuf-flush-drain-autocheckpoint` | … with SQLite's automatic checkpoints instead of the flusher's | `sqlite-drain5000-autocheckpoint` |
+//!
+//! After the targets, one line per lever says what walbuf's default buys (the default drain
+//! row's median ÷ the lever row's), and what the same change buys hand-batched SQLite.
 //!
 //! Group `sustained` ([`sustained_rows`]): a long overload (60 s windows, at most 2 trials;
 //! 5 s with `--quick`), one writer:
@@ -194,6 +204,9 @@ const SUSTAINED_TRIALS: usize = 2;
 const SUSTAINED_WRITERS: usize = 1;
 /// Shapes in the `read` fixture (full run, `--quick`).
 const READ_SHAPES: [u64; 2] = [1_000_000, 10_000];
+/// Shapes already in SQLite and ops drained by the `walbuf-flush-drain*` rows (full run,
+/// `--quick`).
+const DRAIN_SHAPES: [(u64, u64); 2] = [(200_000, 50_000), (50_000, 25_000)];
 /// Unflushed ops of the `recovery` row (full run, `--quick`).
 const RECOVERY_OPS: [u64; 2] = [100_000, 10_000];
 
@@ -232,6 +245,10 @@ enum System {
     FlushWalbuf,
     /// `flush`: hand-batched SQLite, sorted batches (`true`: walbuf's flusher settings).
     FlushBatched { tuned: bool },
+    /// `flush`: walbuf's flusher draining a filled buffer, with one lever changed.
+    FlushDrain(flush_rows::Lever),
+    /// `flush`: hand-batched SQLite draining the same ops with the same settings.
+    FlushDrainBatched(flush_rows::Drain),
     /// `read`: a lookup.
     Read(ReadOp, Source),
     /// `read`: a listing of the first shapes, from walbuf or (`sqlite`) the baseline.
@@ -266,6 +283,8 @@ impl System {
             Self::FlushWalbuf => "walbuf-flush",
             Self::FlushBatched { tuned: false } => "sqlite-batch5000-sorted",
             Self::FlushBatched { tuned: true } => "sqlite-batch5000-tuned",
+            Self::FlushDrain(lever) => lever.name(),
+            Self::FlushDrainBatched(drain) => drain.baseline_name(),
             Self::Read(op, source) => match (op, source) {
                 (ReadOp::HandleForShape, Source::Buffered) => "walbuf-handle_for_shape-buffered",
                 (ReadOp::HandleForShape, Source::Flushed) => "walbuf-handle_for_shape-flushed",
@@ -420,6 +439,17 @@ fn plan(quick: bool) -> Vec<Planned> {
         });
     }
 
+    for lever in flush_rows::Lever::ALL {
+        rows.push(Planned {
+            trials_max: (!quick).then_some(FLUSH_TRIALS),
+            ..Planned::new(
+                "flush",
+                Subject::new(System::FlushDrain(lever), 1),
+                Some(Subject::new(System::FlushDrainBatched(lever.baseline()), 1)),
+            )
+        });
+    }
+
     for op in [
         ReadOp::HandleForShape,
         ReadOp::ShapeForHandle,
@@ -485,6 +515,28 @@ struct Bench {
     read_shapes: u64,
     /// The `read` fixture, built by its first trial.
     read_fixture: Option<Fixture>,
+    /// Shapes in SQLite and ops to drain of the `flush` drain fixture.
+    drain_shapes: (u64, u64),
+    /// The `flush` drain fixture, built by its first trial.
+    drain_fixture: Option<flush_rows::DrainFixture>,
+}
+
+impl Bench {
+    /// The drain fixture, built on first use.
+    fn drain_fixture(&mut self) -> anyhow::Result<&flush_rows::DrainFixture> {
+        if self.drain_fixture.is_none() {
+            let (existing, ops) = self.drain_shapes;
+            eprintln!("building the drain fixture: {existing} shapes in SQLite, {ops} in the log");
+            self.drain_fixture = Some(flush_rows::DrainFixture::build(
+                &self.directory,
+                existing,
+                ops,
+            )?);
+        }
+        self.drain_fixture
+            .as_ref()
+            .context("the drain fixture was not built")
+    }
 }
 
 impl Bench {
@@ -547,6 +599,8 @@ impl Bench {
             }
             System::FlushWalbuf => flush_rows::walbuf_trial(directory, duration),
             System::FlushBatched { tuned } => flush_rows::batched_trial(directory, tuned, duration),
+            System::FlushDrain(lever) => self.drain_fixture()?.walbuf_trial(lever.drain()),
+            System::FlushDrainBatched(drain) => self.drain_fixture()?.batched_trial(drain),
             System::Read(op, source) => self.read_fixture()?.trial(op, source, duration),
             System::ListShapes { sqlite } => self.read_fixture()?.list_trial(sqlite, duration),
             System::ReadUnderLoad { sqlite, load } => {
@@ -643,6 +697,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         pressure_of: HashMap::new(),
         read_shapes: READ_SHAPES[size],
         read_fixture: None,
+        drain_shapes: DRAIN_SHAPES[size],
+        drain_fixture: None,
     };
 
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
@@ -697,6 +753,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     if let Some(fixture) = bench.read_fixture.take() {
+        fixture.remove()?;
+    }
+    if let Some(fixture) = bench.drain_fixture.take() {
         fixture.remove()?;
     }
     let load_after = read_trimmed("/proc/loadavg");
@@ -832,6 +891,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     print_noise(&output, &trials_of, &rows, &load_before, &load_after);
     print_targets(&output);
+    let levers = flush_rows::lever_lines(|system| {
+        output
+            .iter()
+            .find(|row| row.system == system)
+            .map(|row| row.ops_per_s)
+    });
+    if !levers.is_empty() {
+        println!("\nFlush levers (medians of the drain rows; walbuf's default ÷ the lever's row):");
+        for line in levers {
+            println!("{line}");
+        }
+    }
     Ok(())
 }
 
@@ -965,13 +1036,13 @@ fn print_targets(output: &[Row]) {
             ));
         }
     }
-    for row in output
-        .iter()
-        .filter(|row| row.system == "walbuf-flush" && row.ratio.is_some())
-    {
+    for row in output.iter().filter(|row| {
+        (row.system == "walbuf-flush" || row.system == "walbuf-flush-drain") && row.ratio.is_some()
+    }) {
         let ratio = row.ratio.unwrap_or(0.0);
         lines.push(format!(
-            "- walbuf-flush ≥ 90% of {}: {:.0}% ({} vs baseline) → {}",
+            "- {} ≥ 90% of {}: {:.0}% ({} vs baseline) → {}",
+            row.system,
             row.baseline.unwrap_or("?"),
             ratio * 100.0,
             human_rate(row.ops_per_s),

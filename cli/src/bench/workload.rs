@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, Statement, params};
 use walbuf::{NewShape, Relation};
 
 /// Bytes of a shape's definition.
@@ -129,35 +129,57 @@ pub fn open_baseline(path: &Path, synchronous: Synchronous) -> anyhow::Result<Co
     Ok(connection)
 }
 
-/// Inserts the shape row of `shape` (not its relation rows) inside `tx`.
-///
-/// # Errors
-/// SQLite failed.
-pub fn insert_shape_row(tx: &Transaction<'_>, shape: &NewShape) -> rusqlite::Result<()> {
-    let mut relations = Vec::with_capacity(64);
-    encode_relations(&shape.relations, &mut relations);
-    tx.prepare_cached(
-        "INSERT INTO shapes (handle, comparable, hash, snapshot, relations, shape)
-         VALUES (?1, ?2, ?3, 0, ?4, ?5)",
-    )?
-    .execute(params![
+const INSERT_SHAPE: &str =
+    "INSERT INTO shapes (handle, comparable, hash, snapshot, relations, shape)
+     VALUES (?1, ?2, ?3, 0, ?4, ?5)";
+const INSERT_RELATION: &str = "INSERT INTO relations (oid, handle) VALUES (?1, ?2)";
+
+/// Inserts the shape row of `shape` (not its relation rows) with `insert` (prepared from
+/// `INSERT_SHAPE`); `encoded` is scratch space for the relations column.
+fn insert_shape_row(
+    insert: &mut Statement<'_>,
+    shape: &NewShape,
+    encoded: &mut Vec<u8>,
+) -> rusqlite::Result<()> {
+    encoded.clear();
+    encode_relations(&shape.relations, encoded);
+    insert.execute(params![
         shape.handle,
         shape.comparable,
         shape.hash,
-        relations,
+        &**encoded,
         shape.shape
     ])?;
     Ok(())
 }
 
-/// Inserts one relation row inside `tx`.
-///
-/// # Errors
-/// SQLite failed.
-pub fn insert_relation_row(tx: &Transaction<'_>, oid: u32, handle: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT INTO relations (oid, handle) VALUES (?1, ?2)")?
-        .execute(params![oid, handle])?;
-    Ok(())
+/// Inserts `shapes` in one transaction, shape rows in `shapes`' order followed by (or with
+/// `interleave`, each followed by its own) relation rows in `relations`' order. Each
+/// statement is prepared once per transaction, as a careful hand-written loop does.
+fn insert_batch<'a>(
+    connection: &mut Connection,
+    shapes: impl IntoIterator<Item = &'a NewShape>,
+    relations: &[(u32, &str)],
+    interleave: bool,
+) -> rusqlite::Result<()> {
+    let tx = connection.transaction()?;
+    {
+        let mut insert_shape = tx.prepare_cached(INSERT_SHAPE)?;
+        let mut insert_relation = tx.prepare_cached(INSERT_RELATION)?;
+        let mut encoded = Vec::with_capacity(64);
+        for shape in shapes {
+            insert_shape_row(&mut insert_shape, shape, &mut encoded)?;
+            if interleave {
+                for relation in &shape.relations {
+                    insert_relation.execute(params![relation.oid, shape.handle])?;
+                }
+            }
+        }
+        for (oid, handle) in relations {
+            insert_relation.execute(params![oid, handle])?;
+        }
+    }
+    tx.commit()
 }
 
 /// Inserts `shapes` in one transaction, in the given order (shape rows, then each shape's
@@ -166,14 +188,7 @@ pub fn insert_relation_row(tx: &Transaction<'_>, oid: u32, handle: &str) -> rusq
 /// # Errors
 /// SQLite failed.
 pub fn insert_unsorted(connection: &mut Connection, shapes: &[NewShape]) -> rusqlite::Result<()> {
-    let tx = connection.transaction()?;
-    for shape in shapes {
-        insert_shape_row(&tx, shape)?;
-        for relation in &shape.relations {
-            insert_relation_row(&tx, relation.oid, &shape.handle)?;
-        }
-    }
-    tx.commit()
+    insert_batch(connection, shapes, &[], true)
 }
 
 /// Inserts `shapes` in one transaction the way walbuf's flusher orders a batch: shape rows
@@ -194,14 +209,7 @@ pub fn insert_sorted(connection: &mut Connection, shapes: &[NewShape]) -> rusqli
         })
         .collect();
     relations.sort_unstable();
-    let tx = connection.transaction()?;
-    for shape in order {
-        insert_shape_row(&tx, shape)?;
-    }
-    for (oid, handle) in relations {
-        insert_relation_row(&tx, oid, handle)?;
-    }
-    tx.commit()
+    insert_batch(connection, order, &relations, false)
 }
 
 #[cfg(test)]
