@@ -207,8 +207,8 @@ const READ_SHAPES: [u64; 2] = [1_000_000, 10_000];
 /// Shapes already in SQLite and ops drained by the `walbuf-flush-drain*` rows (full run,
 /// `--quick`).
 const DRAIN_SHAPES: [(u64, u64); 2] = [(200_000, 50_000), (50_000, 25_000)];
-/// Unflushed ops of the `recovery` row (full run, `--quick`).
-const RECOVERY_OPS: [u64; 2] = [100_000, 10_000];
+/// Unflushed ops of the `recovery` rows beside the empty one (full run, `--quick`).
+const RECOVERY_OPS: [&[u64]; 2] = [&[100_000, 1_000_000], &[10_000]];
 
 /// The sync policy of the `Periodic` rows.
 const PERIODIC: SyncPolicy = SyncPolicy::Periodic {
@@ -488,7 +488,7 @@ fn plan(quick: bool) -> Vec<Planned> {
         ));
     }
 
-    for ops in [0, RECOVERY_OPS[size]] {
+    for &ops in [0].iter().chain(RECOVERY_OPS[size]) {
         rows.push(Planned::new(
             "recovery",
             Subject::new(System::Recovery(ops), 1),
