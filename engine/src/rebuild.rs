@@ -11,7 +11,8 @@
 //! 3. one thread indexes the chunk's ops in the overlay, in op-key order, while
 //! 4. another inserts them into the buffer.
 //!
-//! Chunks flow in op-key order through every stage, so the overlay sees ops in the order the
+//! The stages start with the first full chunk; a replay shorter than one chunk (most opens)
+//! is rebuilt on the caller's thread. Chunks flow in op-key order through every stage, so the overlay sees ops in the order the
 //! synchronous path would have given it. Each channel holds at most [`CHUNKS_IN_FLIGHT`]
 //! chunks, which bounds the memory of the pipeline itself. A record that fails to decode
 //! stops the pipeline: the scan is told to stop, and the open fails with
@@ -88,17 +89,102 @@ impl Failure {
     }
 }
 
-/// The scan stage: a [`Sink`] that copies records into chunks and hands full ones on.
-struct ChunkingSink<'f> {
+/// The scan stage: a [`Sink`] that copies records into chunks and hands full ones on. The
+/// pipeline's threads start with the first full chunk: a short replay (most opens) is
+/// decoded, indexed and buffered on the caller's thread, without spawning anything.
+struct ChunkingSink<'scope, 'env, S: Schema> {
     chunk: RawChunk,
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    target: Target<'env, S>,
+    /// The pipeline's input, once started; `None` again if its decoder stopped.
     to_decoder: Option<SyncSender<RawChunk>>,
-    failure: &'f Failure,
+    started: bool,
 }
 
-impl ChunkingSink<'_> {
+/// Where replayed ops go.
+struct Target<'env, S: Schema> {
+    schema: &'env S,
+    overlay: &'env S::Overlay,
+    buffer: &'env Buffer<S::Op>,
+    failure: &'env Failure,
+}
+
+impl<S: Schema> Clone for Target<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S: Schema> Copy for Target<'_, S> {}
+
+impl<'env, S: Schema> Target<'env, S> {
+    fn index(self, ops: &[(u64, PendingOp<S::Op>)]) {
+        for (op_key, pending) in ops {
+            self.schema.index(self.overlay, *op_key, &pending.op);
+        }
+    }
+
+    fn insert(self, ops: &[(u64, PendingOp<S::Op>)]) {
+        for (op_key, pending) in ops {
+            self.buffer.insert(*op_key, pending.clone());
+        }
+    }
+
+    /// Decodes a chunk; on a failure records it and returns `None`.
+    fn decode(self, raw: &RawChunk) -> Option<Vec<(u64, PendingOp<S::Op>)>> {
+        let mut decoded = Vec::with_capacity(raw.records.len());
+        let mut start = 0;
+        for &(op_key, kind, end) in &raw.records {
+            let payload = &raw.bytes[start..end];
+            start = end;
+            match decode_op(self.schema, kind, payload) {
+                Ok((count_after, op)) => decoded.push((
+                    op_key,
+                    PendingOp {
+                        op: Arc::new(op),
+                        count_after,
+                        bytes: payload.len() as u64 + OP_OVERHEAD_BYTES,
+                    },
+                )),
+                Err(error) => {
+                    // Nothing at or after a record that does not decode is indexed: the
+                    // open fails anyway.
+                    self.failure.record(op_key, error);
+                    return None;
+                }
+            }
+        }
+        Some(decoded)
+    }
+}
+
+impl<'scope, 'env: 'scope, S: Schema> ChunkingSink<'scope, 'env, S> {
+    /// Starts the decode, index and buffer stages.
+    fn start(&mut self) {
+        let target = self.target;
+        let (to_decoder, decoder_input) = sync_channel::<RawChunk>(CHUNKS_IN_FLIGHT);
+        let (to_indexer, indexer_input) = sync_channel::<DecodedChunk<S::Op>>(CHUNKS_IN_FLIGHT);
+        let (to_buffer, buffer_input) = sync_channel::<DecodedChunk<S::Op>>(CHUNKS_IN_FLIGHT);
+        self.scope
+            .spawn(move || decode_stage(target, &decoder_input, &to_indexer, &to_buffer));
+        self.scope.spawn(move || {
+            for chunk in indexer_input {
+                target.index(&chunk);
+            }
+        });
+        self.scope.spawn(move || {
+            for chunk in buffer_input {
+                target.insert(&chunk);
+            }
+        });
+        self.to_decoder = Some(to_decoder);
+        self.started = true;
+    }
+
+    /// Hands a full chunk to the pipeline, starting it if need be.
     fn send(&mut self) {
-        if self.chunk.records.is_empty() {
-            return;
+        if !self.started {
+            self.start();
         }
         let chunk = std::mem::take(&mut self.chunk);
         if let Some(sender) = &self.to_decoder
@@ -109,18 +195,29 @@ impl ChunkingSink<'_> {
         }
     }
 
-    /// Hands on the last, partial chunk and closes the pipeline's input.
+    /// Hands on the last, partial chunk — or, if the pipeline never started, rebuilds it
+    /// here — and closes the pipeline's input.
     fn finish(mut self) {
-        self.send();
+        if self.chunk.records.is_empty() {
+            return;
+        }
+        if self.started {
+            self.send();
+        } else if let Some(decoded) = self.target.decode(&self.chunk) {
+            self.target.index(&decoded);
+            self.target.insert(&decoded);
+        }
     }
 }
 
-impl Sink for ChunkingSink<'_> {
+impl<'scope, 'env: 'scope, S: Schema> Sink for ChunkingSink<'scope, 'env, S> {
     fn replay(
         &mut self,
         record: &Record<'_>,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        if self.failure.failed.load(Ordering::Relaxed) || self.to_decoder.is_none() {
+        if self.target.failure.failed.load(Ordering::Relaxed)
+            || (self.started && self.to_decoder.is_none())
+        {
             return Err("an earlier record failed to decode".into());
         }
         self.chunk.bytes.extend_from_slice(record.payload);
@@ -149,29 +246,17 @@ pub(crate) fn rebuild<S: Schema, T>(
 ) -> Result<T, Error> {
     let failure = Failure::default();
     let scanned = std::thread::scope(|scope| {
-        let (to_decoder, decoder_input) = sync_channel::<RawChunk>(CHUNKS_IN_FLIGHT);
-        let (to_indexer, indexer_input) = sync_channel::<DecodedChunk<S::Op>>(CHUNKS_IN_FLIGHT);
-        let (to_buffer, buffer_input) = sync_channel::<DecodedChunk<S::Op>>(CHUNKS_IN_FLIGHT);
-        let failure = &failure;
-        scope.spawn(move || decode_stage(schema, &decoder_input, &to_indexer, &to_buffer, failure));
-        scope.spawn(move || {
-            for chunk in indexer_input {
-                for (op_key, pending) in chunk.iter() {
-                    schema.index(overlay, *op_key, &pending.op);
-                }
-            }
-        });
-        scope.spawn(move || {
-            for chunk in buffer_input {
-                for (op_key, pending) in chunk.iter() {
-                    buffer.insert(*op_key, pending.clone());
-                }
-            }
-        });
         let mut sink = ChunkingSink {
             chunk: RawChunk::default(),
-            to_decoder: Some(to_decoder),
-            failure,
+            scope,
+            target: Target {
+                schema,
+                overlay,
+                buffer,
+                failure: &failure,
+            },
+            to_decoder: None,
+            started: false,
         };
         let scanned = scan(&mut sink);
         sink.finish();
@@ -185,35 +270,16 @@ pub(crate) fn rebuild<S: Schema, T>(
 
 /// The decode stage: decodes each chunk and hands it to the indexer and the buffer.
 fn decode_stage<S: Schema>(
-    schema: &S,
+    target: Target<'_, S>,
     input: &Receiver<RawChunk>,
     to_indexer: &SyncSender<DecodedChunk<S::Op>>,
     to_buffer: &SyncSender<DecodedChunk<S::Op>>,
-    failure: &Failure,
 ) {
     for raw in input {
-        let mut decoded = Vec::with_capacity(raw.records.len());
-        let mut start = 0;
-        for &(op_key, kind, end) in &raw.records {
-            let payload = &raw.bytes[start..end];
-            start = end;
-            match decode_op(schema, kind, payload) {
-                Ok((count_after, op)) => decoded.push((
-                    op_key,
-                    PendingOp {
-                        op: Arc::new(op),
-                        count_after,
-                        bytes: payload.len() as u64 + OP_OVERHEAD_BYTES,
-                    },
-                )),
-                Err(error) => {
-                    failure.record(op_key, error);
-                    // Nothing at or after a record that does not decode is indexed: the
-                    // open fails anyway, and stopping here closes the pipeline.
-                    return;
-                }
-            }
-        }
+        let Some(decoded) = target.decode(&raw) else {
+            // Stopping closes the pipeline.
+            return;
+        };
         let decoded = Arc::new(decoded);
         if to_indexer.send(Arc::clone(&decoded)).is_err() || to_buffer.send(decoded).is_err() {
             return;
@@ -273,7 +339,16 @@ mod tests {
 
     #[test]
     fn every_op_of_many_chunks_is_buffered_and_indexed() {
-        let count = (CHUNK_RECORDS * 3 + 17) as u64;
+        rebuilds_every_op((CHUNK_RECORDS * 3 + 17) as u64);
+    }
+
+    #[test]
+    fn a_replay_shorter_than_a_chunk_is_rebuilt_too() {
+        rebuilds_every_op(17);
+        rebuilds_every_op(CHUNK_RECORDS as u64);
+    }
+
+    fn rebuilds_every_op(count: u64) {
         let records = payloads(count);
         let overlay = ShapeOverlay::default();
         let buffer = Buffer::default();
@@ -288,7 +363,10 @@ mod tests {
             buffer.latest_at_or_below(u64::MAX).map(|(key, _)| key),
             Some(count)
         );
-        for op_key in [1, CHUNK_RECORDS as u64, CHUNK_RECORDS as u64 + 1, count] {
+        for op_key in [1, CHUNK_RECORDS as u64, CHUNK_RECORDS as u64 + 1, count]
+            .into_iter()
+            .filter(|op_key| *op_key <= count)
+        {
             assert!(
                 matches!(
                     overlay.resolve(&format!("h{op_key}"), u64::MAX),
@@ -304,8 +382,12 @@ mod tests {
 
     #[test]
     fn a_record_that_does_not_decode_fails_the_open_with_its_op_key() {
-        let mut records = payloads((CHUNK_RECORDS * 2) as u64);
-        let bad = CHUNK_RECORDS as u64 + 5;
+        fails_at((CHUNK_RECORDS * 2) as u64, CHUNK_RECORDS as u64 + 5);
+        fails_at(10, 3);
+    }
+
+    fn fails_at(count: u64, bad: u64) {
+        let mut records = payloads(count);
         records[bad as usize - 1].2.truncate(4);
         let overlay = ShapeOverlay::default();
         let buffer = Buffer::default();
