@@ -16,6 +16,17 @@
 //!   is the cost of walbuf's own work (decoding, coalescing, the overlay's bookkeeping).
 //!
 //! The first batch is not timed on either side; every trial starts from an empty database.
+//!
+//! The drain rows ([`DrainFixture`]) measure the flusher alone, with its ops ready, as the
+//! baselines have theirs:
+//!
+//! * `walbuf-flush-drain*`: a copy of a fixture store (`existing` shapes in SQLite, `ops` more
+//!   only in its log) is reopened — recovery replays the ops into the buffer, untimed — with
+//!   the flusher held at its first batch by an apply hook; the trial releases it and times
+//!   until `flush` returns. One row per lever ([`Lever`]): the defaults, 500-op batches, rows
+//!   in op order, each op on its own, SQLite's automatic checkpoints.
+//! * `sqlite-drain*`: the same shapes, built before the clock starts, into a copy of the same
+//!   database, batched by hand with the same batch size, order, cache and checkpoints.
 
 use std::path::Path;
 use std::sync::Arc;
