@@ -831,11 +831,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("## walbuf bench\n");
     println!(
         "{cores} cores, Linux {}; {trials} trials × {trial_ms} ms per row (flush: {} trials × \
-         {} ms), each alternated with its baseline; files in {} (disk counter: {}); {:.0} s \
-         in all.\n",
+         {} ms; sustained: {} trials × {} ms), each alternated with its baseline; files in {} \
+         (disk counter: {}); {:.0} s in all.\n",
         read_trimmed("/proc/sys/kernel/osrelease"),
         trials.min(if args.quick { trials } else { FLUSH_TRIALS }),
         FLUSH_WINDOW_MS[size],
+        trials.min(SUSTAINED_TRIALS),
+        SUSTAINED_WINDOW_MS[size],
         bench.directory.display(),
         bench.disk.as_ref().map_or_else(
             || "none".to_owned(),
