@@ -24,11 +24,15 @@
 //!   only in its log) is reopened — recovery replays the ops into the buffer, untimed — with
 //!   the flusher held at its first batch by an apply hook; the trial releases it and times
 //!   until `flush` returns. One row per lever ([`Lever`]): the defaults, 500-op batches, rows
-//!   in op order, each op on its own, SQLite's automatic checkpoints.
-//! * `sqlite-drain*`: the same shapes, built before the clock starts, into a copy of the same
-//!   database, batched by hand with the same batch size, order, cache and checkpoints.
+//!   in op order, each op on its own, SQLite's automatic checkpoints; and on the churn
+//!   workload (a remove after every 4th add, of the shape added 2 ops before: ops that cancel
+//!   within a batch) the defaults and each op on its own.
+//! * `sqlite-drain*`: the same ops, built before the clock starts, into a copy of the same
+//!   database, batched by hand with the same batch size, order, cache and checkpoints (the
+//!   churn baseline applies each op on its own, in order).
 
-use std::path::Path;
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,7 +47,8 @@ use super::driver::{Trial, remove_tree};
 use super::histogram::Histogram;
 use super::log_rows::settle;
 use super::workload::{
-    Synchronous, insert_sorted, insert_unsorted, op_key, open_baseline, shape_body, shape_of,
+    BaselineOp, Synchronous, apply_in_order, insert_sorted, insert_unsorted, op_key, open_baseline,
+    shape_body, shape_of,
 };
 
 /// Ops per SQLite transaction on both sides (walbuf's default `batch_ops_max`).
@@ -197,7 +202,13 @@ pub struct Drain {
     /// SQLite's automatic checkpoints (every 1 000 WAL pages) instead of a passive checkpoint
     /// every 4 batches.
     pub auto_checkpoint: bool,
+    /// The churn workload: every [`CHURN_EVERY`]th add is followed by the removal of the
+    /// shape added two ops before (mostly in the same batch: ops that cancel).
+    pub churn: bool,
 }
+
+/// In the churn workload, one remove after every this many adds.
+pub const CHURN_EVERY: u64 = 4;
 
 impl Drain {
     /// walbuf's defaults.
@@ -205,35 +216,93 @@ impl Drain {
         batch_ops: BATCH_OPS,
         writes: Writes::Sorted,
         auto_checkpoint: false,
+        churn: false,
     };
 }
 
 /// SQLite's default `wal_autocheckpoint`, in pages.
 const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 1_000;
 
-/// A store directory holding `existing` shapes in SQLite and `ops` more only in its log (as a
-/// crash leaves it), copied by every drain trial; the baselines copy its database.
+/// Store directories holding `existing` shapes in SQLite and the drain's ops only in their
+/// log (as a crash leaves them), copied by every drain trial; the baselines copy their
+/// database. The add-only store is built at once, the churn store on first use.
 pub struct DrainFixture {
-    /// Where trials make their copies.
-    parent: std::path::PathBuf,
-    directory: std::path::PathBuf,
+    /// Where the stores and the trials' copies live.
+    parent: PathBuf,
     existing: u64,
-    ops: u64,
+    /// Shapes added by a drain.
+    adds: u64,
+    /// The add-only store and the churn store.
+    stores: [OnceCell<PathBuf>; 2],
 }
 
 /// The op key space of the drain fixture's shapes.
 const DRAIN_KEYS: u64 = 0xD0;
 
 impl DrainFixture {
-    /// Builds the fixture under `parent`: `existing` shapes added and flushed, then `ops`
-    /// added with the flusher held idle and abandoned in the log.
+    /// Builds the add-only store under `parent`: `existing` shapes added and flushed, then
+    /// `adds` more added with the flusher held idle and abandoned in the log.
     ///
     /// # Errors
     /// The registry or SQLite failed.
-    pub fn build(parent: &Path, existing: u64, ops: u64) -> anyhow::Result<Self> {
-        let directory = parent.join("flush-drain-fixture");
+    pub fn build(parent: &Path, existing: u64, adds: u64) -> anyhow::Result<Self> {
+        let fixture = Self {
+            parent: parent.to_path_buf(),
+            existing,
+            adds,
+            stores: [OnceCell::new(), OnceCell::new()],
+        };
+        fixture.store(false)?;
+        Ok(fixture)
+    }
+
+    /// The shape of the fixture's `sequence`.
+    fn shape(sequence: u64, body: &[u8]) -> NewShape {
+        shape_of(op_key(DRAIN_KEYS, 0, sequence), body)
+    }
+
+    /// The ops a drain applies, in op order.
+    fn ops(&self, churn: bool) -> Vec<BaselineOp> {
+        let body = shape_body();
+        let mut ops = Vec::new();
+        for sequence in self.existing..self.existing + self.adds {
+            ops.push(BaselineOp::Add(Self::shape(sequence, &body)));
+            if churn && sequence % CHURN_EVERY == CHURN_EVERY - 1 {
+                let removed = Self::shape(sequence - 2, &body);
+                let mut oids: Vec<u32> = removed.relations.iter().map(|r| r.oid).collect();
+                oids.sort_unstable();
+                oids.dedup();
+                ops.push(BaselineOp::Remove {
+                    handle: removed.handle,
+                    oids,
+                });
+            }
+        }
+        ops
+    }
+
+    /// How many ops a drain applies.
+    fn op_count(&self, churn: bool) -> u64 {
+        let removes = if churn {
+            (self.existing..self.existing + self.adds)
+                .filter(|sequence| sequence % CHURN_EVERY == CHURN_EVERY - 1)
+                .count() as u64
+        } else {
+            0
+        };
+        self.adds + removes
+    }
+
+    /// The store directory of the workload, built on first use.
+    fn store(&self, churn: bool) -> anyhow::Result<&Path> {
+        let cell = &self.stores[usize::from(churn)];
+        if let Some(directory) = cell.get() {
+            return Ok(directory);
+        }
+        let directory = self.parent.join(format!("flush-drain-fixture-{churn}"));
         let abandon = Arc::new(AtomicBool::new(false));
-        let all = existing + ops;
+        let ops = self.ops(churn);
+        let all = self.existing + ops.len() as u64;
         let config = walbuf::StoreConfig {
             flush_interval_ms: 3_600_000,
             batch_ops_max: usize::try_from(all + 1)?,
@@ -244,11 +313,15 @@ impl DrainFixture {
         let (registry, _report) = ShapeRegistry::open(&directory, config)
             .with_context(|| format!("cannot open a registry in {}", directory.display()))?;
         let body = shape_body();
-        for sequence in 0..all {
-            if sequence == existing {
-                registry.flush().context("flush the existing shapes")?;
-            }
-            registry.add_shape(shape_of(op_key(DRAIN_KEYS, 0, sequence), &body))?;
+        for sequence in 0..self.existing {
+            registry.add_shape(Self::shape(sequence, &body))?;
+        }
+        registry.flush().context("flush the existing shapes")?;
+        for op in ops {
+            match op {
+                BaselineOp::Add(shape) => registry.add_shape(shape)?,
+                BaselineOp::Remove { handle, .. } => registry.remove_shape(&handle)?,
+            };
         }
         abandon.store(true, Ordering::Relaxed);
         registry.close().context("close the registry")?;
@@ -259,42 +332,31 @@ impl DrainFixture {
             [],
             |_| Ok(()),
         )?;
-        Ok(Self {
-            parent: parent.to_path_buf(),
-            directory,
-            existing,
-            ops,
-        })
+        Ok(cell.get_or_init(|| directory))
     }
 
-    /// Copies the fixture to a fresh directory beside it (the whole store, or with
-    /// `database_only` just its database as `shapes.db`), syncs it, and returns the directory.
-    fn copy(&self, database_only: bool) -> anyhow::Result<std::path::PathBuf> {
+    /// Copies the store of the workload to a fresh directory beside it (the whole store, or
+    /// with `database_only` just its database as `shapes.db`), syncs it, and returns the
+    /// directory.
+    fn copy(&self, churn: bool, database_only: bool) -> anyhow::Result<PathBuf> {
+        let store = self.store(churn)?;
         let number = NEXT_TRIAL.fetch_add(1, Ordering::Relaxed);
         let directory = self.parent.join(format!("flush-drain-{number}"));
         let database = walbuf::store::DATABASE_FILE;
         std::fs::create_dir_all(&directory)?;
         if database_only {
-            std::fs::copy(self.directory.join(database), directory.join("shapes.db"))?;
+            std::fs::copy(store.join(database), directory.join("shapes.db"))?;
         } else {
-            std::fs::copy(self.directory.join(database), directory.join(database))?;
+            std::fs::copy(store.join(database), directory.join(database))?;
             let log = walbuf::store::LOG_DIRECTORY;
             std::fs::create_dir_all(directory.join(log))?;
-            for entry in std::fs::read_dir(self.directory.join(log))? {
+            for entry in std::fs::read_dir(store.join(log))? {
                 let entry = entry?;
                 std::fs::copy(entry.path(), directory.join(log).join(entry.file_name()))?;
             }
         }
         rustix::fs::sync();
         Ok(directory)
-    }
-
-    /// The shapes a drain writes, in op order.
-    fn shapes(&self) -> Vec<NewShape> {
-        let body = shape_body();
-        (self.existing..self.existing + self.ops)
-            .map(|sequence| shape_of(op_key(DRAIN_KEYS, 0, sequence), &body))
-            .collect()
     }
 
     /// One `walbuf-flush-drain*` trial: reopens a copy (recovery replays the ops into the
@@ -304,7 +366,8 @@ impl DrainFixture {
     /// # Errors
     /// The registry failed, or applied another number of ops.
     pub fn walbuf_trial(&self, drain: Drain) -> anyhow::Result<Trial> {
-        let directory = self.copy(false)?;
+        let directory = self.copy(drain.churn, false)?;
+        let ops = self.op_count(drain.churn);
         let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let held = Arc::clone(&gate);
         let mut config = walbuf::StoreConfig {
@@ -333,10 +396,9 @@ impl DrainFixture {
         let (registry, report) = ShapeRegistry::open(&directory, config)
             .with_context(|| format!("cannot reopen {}", directory.display()))?;
         anyhow::ensure!(
-            report.ops_replayed == self.ops,
-            "recovery replayed {} ops, expected {}",
+            report.ops_replayed == ops,
+            "recovery replayed {} ops, expected {ops}",
             report.ops_replayed,
-            self.ops
         );
         settle(Duration::from_secs(10));
         let before = registry.stats();
@@ -353,13 +415,12 @@ impl DrainFixture {
         drop(registry);
         remove_tree(&directory)?;
         anyhow::ensure!(
-            after.applied_op_key - before.applied_op_key == self.ops,
-            "the drain applied {} ops, expected {}",
+            after.applied_op_key - before.applied_op_key == ops,
+            "the drain applied {} ops, expected {ops}",
             after.applied_op_key - before.applied_op_key,
-            self.ops
         );
         Ok(throughput_trial(
-            self.ops,
+            ops,
             elapsed,
             after.flush_batches - before.flush_batches,
         ))
@@ -371,7 +432,7 @@ impl DrainFixture {
     /// # Errors
     /// SQLite failed.
     pub fn batched_trial(&self, drain: Drain) -> anyhow::Result<Trial> {
-        let directory = self.copy(true)?;
+        let directory = self.copy(drain.churn, true)?;
         let mut connection = open_baseline(&directory.join("shapes.db"), Synchronous::Full)?;
         let autocheckpoint = if drain.auto_checkpoint {
             SQLITE_AUTOCHECKPOINT_PAGES
@@ -381,15 +442,26 @@ impl DrainFixture {
         connection.execute_batch(&format!(
             "PRAGMA cache_size = -{TUNED_CACHE_KIB}; PRAGMA wal_autocheckpoint = {autocheckpoint};"
         ))?;
-        let shapes = self.shapes();
+        let ops = self.ops(drain.churn);
+        let shapes: Vec<NewShape> = ops
+            .iter()
+            .filter_map(|op| match op {
+                BaselineOp::Add(shape) if !drain.churn => Some(shape.clone()),
+                BaselineOp::Add(_) | BaselineOp::Remove { .. } => None,
+            })
+            .collect();
         let started = Instant::now();
         let mut commits = 0_u64;
-        for batch in shapes.chunks(drain.batch_ops) {
-            match drain.writes {
-                Writes::Sorted => insert_sorted(&mut connection, batch),
-                Writes::Unsorted | Writes::EachOp => insert_unsorted(&mut connection, batch),
+        for first in (0..ops.len()).step_by(drain.batch_ops) {
+            let last = (first + drain.batch_ops).min(ops.len());
+            match (drain.churn, drain.writes) {
+                (true, _) => apply_in_order(&mut connection, &ops[first..last]),
+                (false, Writes::Sorted) => insert_sorted(&mut connection, &shapes[first..last]),
+                (false, Writes::Unsorted | Writes::EachOp) => {
+                    insert_unsorted(&mut connection, &shapes[first..last])
+                }
             }
-            .context("insert a batch")?;
+            .context("apply a batch")?;
             commits += 1;
             if !drain.auto_checkpoint && commits.is_multiple_of(CHECKPOINT_EVERY_BATCHES) {
                 connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
@@ -400,15 +472,20 @@ impl DrainFixture {
         let elapsed = started.elapsed();
         drop(connection);
         remove_tree(&directory)?;
-        Ok(throughput_trial(self.ops, elapsed, commits))
+        Ok(throughput_trial(ops.len() as u64, elapsed, commits))
     }
 
-    /// Deletes the fixture.
+    /// Deletes the fixture's stores.
     ///
     /// # Errors
-    /// It could not be removed.
+    /// One could not be removed.
     pub fn remove(self) -> anyhow::Result<()> {
-        remove_tree(&self.directory)
+        for store in self.stores {
+            if let Some(directory) = store.into_inner() {
+                remove_tree(&directory)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -425,16 +502,22 @@ pub enum Lever {
     EachOp,
     /// SQLite's automatic checkpoints instead of the flusher's.
     AutoCheckpoint,
+    /// The churn workload (ops that cancel), walbuf's defaults.
+    Churn,
+    /// The churn workload, each op on its own (no coalescing).
+    ChurnEachOp,
 }
 
 impl Lever {
     /// Every row, in output order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Default,
         Self::Batch500,
         Self::Unsorted,
         Self::EachOp,
         Self::AutoCheckpoint,
+        Self::Churn,
+        Self::ChurnEachOp,
     ];
 
     /// The stable system name.
@@ -445,6 +528,8 @@ impl Lever {
             Self::Unsorted => "walbuf-flush-drain-unsorted",
             Self::EachOp => "walbuf-flush-drain-each-op",
             Self::AutoCheckpoint => "walbuf-flush-drain-autocheckpoint",
+            Self::Churn => "walbuf-flush-drain-churn",
+            Self::ChurnEachOp => "walbuf-flush-drain-churn-each-op",
         }
     }
 
@@ -469,14 +554,28 @@ impl Lever {
                 auto_checkpoint: true,
                 ..default
             },
+            Self::Churn => Drain {
+                churn: true,
+                ..default
+            },
+            Self::ChurnEachOp => Drain {
+                churn: true,
+                writes: Writes::EachOp,
+                ..default
+            },
         }
     }
 
     /// The settings of its hand-batched baseline (for an add-only drain, writing each op on
-    /// its own is what an unsorted hand-batched loop does).
+    /// its own is what an unsorted hand-batched loop does; the churn baseline applies each op
+    /// in order, whatever walbuf does).
     pub fn baseline(self) -> Drain {
         let drain = self.drain();
         match drain.writes {
+            _ if drain.churn => Drain {
+                writes: Writes::Unsorted,
+                ..drain
+            },
             Writes::EachOp => Drain {
                 writes: Writes::Unsorted,
                 ..drain
@@ -485,11 +584,23 @@ impl Lever {
         }
     }
 
+    /// The row this lever's row is compared with: the defaults on the same workload.
+    fn reference(self) -> Self {
+        match self {
+            Self::ChurnEachOp => Self::Churn,
+            _ => Self::Default,
+        }
+    }
+
     /// What walbuf's default setting of the lever is, against this row's (`None` for the
     /// default row).
     fn describe(self) -> Option<&'static str> {
         match self {
-            Self::Default => None,
+            Self::Default | Self::Churn => None,
+            Self::ChurnEachOp => Some(
+                "coalesced and sorted instead of each op on its own, one add in 4 removed in the \
+                 batch",
+            ),
             Self::Batch500 => Some("5 000-op batches instead of 500"),
             Self::Unsorted => Some("rows sorted by key instead of written in op order"),
             Self::EachOp => Some("coalesced and sorted instead of each op on its own"),
@@ -504,6 +615,7 @@ impl Drain {
     /// The stable name of the hand-batched baseline with these settings.
     pub fn baseline_name(self) -> &'static str {
         match (self.batch_ops, self.writes, self.auto_checkpoint) {
+            _ if self.churn => "sqlite-drain5000-churn",
             (500, _, _) => "sqlite-drain500-tuned",
             (_, Writes::Sorted, false) => "sqlite-drain5000-tuned",
             (_, Writes::Sorted, true) => "sqlite-drain5000-autocheckpoint",
@@ -512,7 +624,7 @@ impl Drain {
     }
 }
 
-/// One line per lever: what walbuf's default buys it (the default row's ops/s ÷ the lever
+/// One line per lever: what walbuf's default buys it (its reference row's ops/s ÷ the lever
 /// row's, medians of the same run) and what the same change buys hand-batched SQLite.
 /// `ops_per_s` finds a row's median by system name.
 pub fn lever_lines(ops_per_s: impl Fn(&str) -> Option<f64>) -> Vec<String> {
@@ -520,20 +632,24 @@ pub fn lever_lines(ops_per_s: impl Fn(&str) -> Option<f64>) -> Vec<String> {
         Some(ops_per_s(numerator)? / ops_per_s(denominator)?.max(1e-9))
     };
     let mut lines = Vec::new();
-    let default = Lever::Default;
     for lever in Lever::ALL {
-        let (Some(what), Some(walbuf)) = (lever.describe(), ratio(default.name(), lever.name()))
+        let reference = lever.reference();
+        let (Some(what), Some(walbuf)) = (lever.describe(), ratio(reference.name(), lever.name()))
         else {
             continue;
         };
-        let sqlite = ratio(
-            default.baseline().baseline_name(),
+        let (ours, theirs) = (
+            reference.baseline().baseline_name(),
             lever.baseline().baseline_name(),
-        )
-        .map_or_else(|| "?".to_owned(), |ratio| format!("{ratio:.2}×"));
+        );
+        let sqlite = if ours == theirs {
+            "the same baseline".to_owned()
+        } else {
+            ratio(ours, theirs).map_or_else(|| "?".to_owned(), |ratio| format!("{ratio:.2}×"))
+        };
         lines.push(format!(
             "- {what}: {walbuf:.2}× for walbuf ({} ÷ {}), {sqlite} for hand-batched SQLite",
-            default.name(),
+            reference.name(),
             lever.name()
         ));
     }

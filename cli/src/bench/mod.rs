@@ -76,6 +76,8 @@
 //! | `walbuf-flush-drain-unsorted` | … coalesced but written in op order | `sqlite-drain5000-tuned-unsorted` |
 //! | `walbuf-flush-drain-each-op` | … neither coalesced nor sorted | `sqlite-drain5000-tuned-unsorted` |
 //! | `walbuf-flush-drain-autocheckpoint` | … with SQLite's automatic checkpoints instead of the flusher's | `sqlite-drain5000-autocheckpoint` |
+//! | `walbuf-flush-drain-churn` | the churn workload (after every 4th add, the shape added 2 ops before is removed: ops that cancel within a batch), default settings | `sqlite-drain5000-churn`: each op applied on its own, in order |
+//! | `walbuf-flush-drain-churn-each-op` | … neither coalesced nor sorted | `sqlite-drain5000-churn` |
 //!
 //! After the targets, one line per lever says what walbuf's default buys (the default drain
 //! row's median ÷ the lever row's), and what the same change buys hand-batched SQLite.

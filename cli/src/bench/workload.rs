@@ -182,6 +182,49 @@ fn insert_batch<'a>(
     tx.commit()
 }
 
+/// An op of a baseline that also removes shapes.
+#[derive(Debug, Clone)]
+pub enum BaselineOp {
+    /// Insert the shape and its relation rows.
+    Add(NewShape),
+    /// Delete the shape with this handle and its relation rows (these oids).
+    Remove { handle: String, oids: Vec<u32> },
+}
+
+/// Applies `ops` in one transaction, each on its own and in order (no coalescing, no
+/// sorting), each statement prepared once per transaction.
+///
+/// # Errors
+/// SQLite failed.
+pub fn apply_in_order(connection: &mut Connection, ops: &[BaselineOp]) -> rusqlite::Result<()> {
+    let tx = connection.transaction()?;
+    {
+        let mut insert_shape = tx.prepare_cached(INSERT_SHAPE)?;
+        let mut insert_relation = tx.prepare_cached(INSERT_RELATION)?;
+        let mut delete_shape = tx.prepare_cached("DELETE FROM shapes WHERE handle = ?1")?;
+        let mut delete_relation =
+            tx.prepare_cached("DELETE FROM relations WHERE oid = ?1 AND handle = ?2")?;
+        let mut encoded = Vec::with_capacity(64);
+        for op in ops {
+            match op {
+                BaselineOp::Add(shape) => {
+                    insert_shape_row(&mut insert_shape, shape, &mut encoded)?;
+                    for relation in &shape.relations {
+                        insert_relation.execute(params![relation.oid, shape.handle])?;
+                    }
+                }
+                BaselineOp::Remove { handle, oids } => {
+                    delete_shape.execute([handle])?;
+                    for oid in oids {
+                        delete_relation.execute(params![oid, handle])?;
+                    }
+                }
+            }
+        }
+    }
+    tx.commit()
+}
+
 /// Inserts `shapes` in one transaction, in the given order (shape rows, then each shape's
 /// relation rows).
 ///
