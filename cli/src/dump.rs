@@ -111,8 +111,8 @@ fn to_json(op: &ShapeOp) -> serde_json::Value {
             "shape": hex(&shape.shape),
             "relations": shape.relations.iter().map(|relation| json!({
                 "oid": relation.oid,
-                "schema": relation.schema,
-                "table": relation.table,
+                "schema": &*relation.schema,
+                "table": &*relation.table,
             })).collect::<Vec<_>>(),
         }),
         ShapeOp::Remove {

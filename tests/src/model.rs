@@ -405,8 +405,8 @@ pub fn shape(handle: &str, comparable: &[u8], hash: i64, oids: &[u32], version: 
             .iter()
             .map(|oid| Relation {
                 oid: *oid,
-                schema: if oid % 2 == 0 { "public" } else { "app" }.to_owned(),
-                table: format!("tabla_ñ{oid}"),
+                schema: if oid % 2 == 0 { "public" } else { "app" }.into(),
+                table: format!("tabla_ñ{oid}").into(),
             })
             .collect(),
     }

@@ -31,7 +31,7 @@ fn shape(handle: &str, comparable: &str, oids: &[u32]) -> NewShape {
             .map(|oid| Relation {
                 oid: *oid,
                 schema: "public".into(),
-                table: format!("t{oid}"),
+                table: format!("t{oid}").into(),
             })
             .collect(),
     }

@@ -183,13 +183,13 @@ pub fn relations(writer: u32, index: u32) -> Vec<Relation> {
     vec![
         Relation {
             oid: ITEMS_OID + table,
-            schema: "public".to_owned(),
-            table: format!("items_{table}"),
+            schema: "public".into(),
+            table: format!("items_{table}").into(),
         },
         Relation {
             oid: TENANTS_OID + writer,
-            schema: "public".to_owned(),
-            table: format!("tenants_{writer}"),
+            schema: "public".into(),
+            table: format!("tenants_{writer}").into(),
         },
     ]
 }

@@ -125,7 +125,7 @@ pub fn shape(index: u32) -> NewShape {
         relations: vec![Relation {
             oid: 16_384 + index % 4,
             schema: "public".into(),
-            table: format!("items_{}", index % 4),
+            table: format!("items_{}", index % 4).into(),
         }],
     }
 }

@@ -12,10 +12,38 @@ use crate::schema::DecodeError;
 pub struct Relation {
     /// The table's oid.
     pub oid: u32,
-    /// Its schema name.
-    pub schema: String,
-    /// Its table name.
-    pub table: String,
+    /// Its schema name (shared: decoded names are interned, see [`intern_name`]).
+    pub schema: Arc<str>,
+    /// Its table name (shared likewise).
+    pub table: Arc<str>,
+}
+
+/// Most distinct names [`intern_name`] keeps (a database has far fewer tables; past this,
+/// names are simply allocated).
+const INTERNED_NAMES_MAX: usize = 1 << 16;
+
+/// The interned schema and table names.
+static INTERNED_NAMES: std::sync::LazyLock<
+    parking_lot::RwLock<std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// A shared copy of a schema or table name: every shape decoded from the log or SQLite that
+/// reads `public.items` points at one `"public"` and one `"items"`, instead of allocating
+/// them again for each shape.
+#[must_use]
+pub fn intern_name(name: &str) -> Arc<str> {
+    if let Some(interned) = INTERNED_NAMES.read().get(name) {
+        return Arc::clone(interned);
+    }
+    let mut names = INTERNED_NAMES.write();
+    if let Some(interned) = names.get(name) {
+        return Arc::clone(interned);
+    }
+    let interned: Arc<str> = Arc::from(name);
+    if names.len() < INTERNED_NAMES_MAX {
+        names.insert(Arc::clone(&interned));
+    }
+    interned
 }
 
 /// How far a shape's initial snapshot got. Ordered: marks only move it forward.
@@ -285,13 +313,19 @@ impl<'a> Reader<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| self.error("string is not UTF-8"))
     }
 
+    fn name(&mut self) -> Result<Arc<str>, DecodeError> {
+        let bytes = self.bytes()?;
+        let name = std::str::from_utf8(bytes).map_err(|_| self.error("string is not UTF-8"))?;
+        Ok(intern_name(name))
+    }
+
     fn relations(&mut self) -> Result<Vec<Relation>, DecodeError> {
         let count = self.len(12)?;
         let mut relations = Vec::with_capacity(count);
         for _ in 0..count {
             let oid = u32::from_le_bytes(self.array()?);
-            let schema = self.string()?;
-            let table = self.string()?;
+            let schema = self.name()?;
+            let table = self.name()?;
             relations.push(Relation { oid, schema, table });
         }
         Ok(relations)

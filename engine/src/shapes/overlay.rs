@@ -121,7 +121,7 @@ impl<K: Hash + Eq, V> VersionIndex<K, V> {
 }
 
 /// oid → the buffered adds reading it.
-type RelationShard = HashMap<u32, OpKeyOrdered<Arc<str>>, foldhash::fast::RandomState>;
+type RelationShard = HashMap<u32, OpKeyOrdered<HandleKey>, foldhash::fast::RandomState>;
 
 /// Values in op-key order. Ops are indexed in op-key order and flushed in op-key order, so
 /// entries arrive at the back and leave from the front: both O(1). (A release of a failed
@@ -180,21 +180,100 @@ impl<T> OpKeyOrdered<T> {
     }
 }
 
+/// A handle as an index key: the added shape's own (no copy), or an owned copy for ops that
+/// carry no shape (removes, marks, lookups). Hashes and compares as the string. A key may
+/// keep its shape alive a little longer than the add's own entry: until the last version of
+/// the handle leaves the index.
+#[derive(Debug, Clone)]
+enum HandleKey {
+    Shape(Arc<Shape>),
+    Owned(Arc<str>),
+}
+
+impl HandleKey {
+    fn owned(handle: &str) -> Self {
+        Self::Owned(Arc::from(handle))
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Shape(shape) => &shape.handle,
+            Self::Owned(handle) => handle,
+        }
+    }
+}
+
+impl Hash for HandleKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialEq for HandleKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for HandleKey {}
+
+impl std::borrow::Borrow<str> for HandleKey {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// A comparable as an index key, like [`HandleKey`].
+#[derive(Debug, Clone)]
+enum ComparableKey {
+    Shape(Arc<Shape>),
+    Owned(Arc<[u8]>),
+}
+
+impl ComparableKey {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Shape(shape) => &shape.comparable,
+            Self::Owned(comparable) => comparable,
+        }
+    }
+}
+
+impl Hash for ComparableKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialEq for ComparableKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for ComparableKey {}
+
+impl std::borrow::Borrow<[u8]> for ComparableKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
 /// A buffered add in the listing order: by handle, then op key. The handle's first eight
 /// bytes, big-endian, are kept beside it, so that most comparisons in the ordered set are
 /// one integer comparison instead of a string comparison through a pointer.
 #[derive(Debug, Clone)]
 struct AddedKey {
     prefix: u64,
-    handle: Arc<str>,
+    handle: HandleKey,
     op_key: u64,
 }
 
 impl AddedKey {
-    fn new(handle: Arc<str>, op_key: u64) -> Self {
+    fn new(handle: HandleKey, op_key: u64) -> Self {
         let mut prefix = [0u8; 8];
-        let len = handle.len().min(8);
-        prefix[..len].copy_from_slice(&handle.as_bytes()[..len]);
+        let len = handle.as_str().len().min(8);
+        prefix[..len].copy_from_slice(&handle.as_str().as_bytes()[..len]);
         Self {
             prefix: u64::from_be_bytes(prefix),
             handle,
@@ -210,7 +289,7 @@ impl Ord for AddedKey {
         // so the full comparison only breaks ties.
         self.prefix
             .cmp(&other.prefix)
-            .then_with(|| self.handle.cmp(&other.handle))
+            .then_with(|| self.handle.as_str().cmp(other.handle.as_str()))
             .then(self.op_key.cmp(&other.op_key))
     }
 }
@@ -233,9 +312,9 @@ impl Eq for AddedKey {}
 #[derive(Default)]
 pub struct ShapeOverlay {
     /// handle → versions (adds, removes, marks).
-    handles: VersionIndex<Arc<str>, HandleVersion>,
+    handles: VersionIndex<HandleKey, HandleVersion>,
     /// comparable → versions (the handle holding it, or `None` once released).
-    comparables: VersionIndex<Arc<[u8]>, Option<Arc<str>>>,
+    comparables: VersionIndex<ComparableKey, Option<HandleKey>>,
     /// oid → the buffered adds reading it.
     relations: [RwLock<RelationShard>; SHARDS],
     /// Buffered adds in handle order, for listings.
@@ -323,24 +402,24 @@ impl ShapeOverlay {
         match op {
             ShapeOp::Add(shape) => {
                 self.presence.insert(&shape.handle, &shape.comparable);
-                // One shared copy of the handle for every index.
-                let handle: Arc<str> = Arc::from(shape.handle.as_str());
+                // Every index's key points into the shape itself: no copies.
+                let handle = HandleKey::Shape(Arc::clone(shape));
                 self.handles.insert(
-                    Arc::clone(&handle),
+                    handle.clone(),
                     op_key,
                     HandleVersion::Added(Arc::clone(shape)),
                 );
                 self.comparables.insert(
-                    Arc::from(shape.comparable.as_slice()),
+                    ComparableKey::Shape(Arc::clone(shape)),
                     op_key,
-                    Some(Arc::clone(&handle)),
+                    Some(handle.clone()),
                 );
                 for relation in &shape.relations {
                     self.relation_shard(relation.oid)
                         .write()
                         .entry(relation.oid)
                         .or_default()
-                        .insert(op_key, Arc::clone(&handle));
+                        .insert(op_key, handle.clone());
                 }
                 self.added.write().insert(AddedKey::new(handle, op_key));
             }
@@ -348,13 +427,16 @@ impl ShapeOverlay {
                 handle, comparable, ..
             } => {
                 self.handles
-                    .insert(Arc::from(handle.as_str()), op_key, HandleVersion::Removed);
-                self.comparables
-                    .insert(Arc::from(comparable.as_slice()), op_key, None);
+                    .insert(HandleKey::owned(handle), op_key, HandleVersion::Removed);
+                self.comparables.insert(
+                    ComparableKey::Owned(Arc::from(comparable.as_slice())),
+                    op_key,
+                    None,
+                );
             }
             ShapeOp::Mark { handle, state } => {
                 self.handles.insert(
-                    Arc::from(handle.as_str()),
+                    HandleKey::owned(handle),
                     op_key,
                     HandleVersion::Marked(*state),
                 );
@@ -381,7 +463,7 @@ impl ShapeOverlay {
                 }
                 self.added
                     .write()
-                    .remove(&AddedKey::new(Arc::from(shape.handle.as_str()), op_key));
+                    .remove(&AddedKey::new(HandleKey::Shape(Arc::clone(shape)), op_key));
             }
             ShapeOp::Remove {
                 handle, comparable, ..
@@ -451,7 +533,7 @@ impl ShapeOverlay {
         let found = self
             .comparables
             .find_latest(comparable, reset.unwrap_or(0), view, |holder| {
-                Some(holder.as_deref().map(str::to_owned))
+                Some(holder.as_ref().map(|holder| holder.as_str().to_owned()))
             });
         match found {
             Some(Some(handle)) => Resolved::Live(handle),
@@ -467,7 +549,11 @@ impl ShapeOverlay {
         let floor = self.reset_at(view).unwrap_or(0);
         let shard = self.relation_shard(oid).read();
         if let Some(handles) = shard.get(&oid) {
-            out.extend(handles.range(floor, view).map(|handle| handle.to_string()));
+            out.extend(
+                handles
+                    .range(floor, view)
+                    .map(|handle| handle.as_str().to_owned()),
+            );
         }
     }
 
@@ -477,12 +563,12 @@ impl ShapeOverlay {
         let next = match after {
             Some(after) => added
                 .range((
-                    Bound::Excluded(AddedKey::new(Arc::from(after), u64::MAX)),
+                    Bound::Excluded(AddedKey::new(HandleKey::owned(after), u64::MAX)),
                     Bound::Unbounded,
                 ))
                 .next(),
             None => added.iter().next(),
         };
-        next.map(|key| key.handle.to_string())
+        next.map(|key| key.handle.as_str().to_owned())
     }
 }
