@@ -114,9 +114,22 @@
 //! Group `recovery` ([`recovery_rows`]), no baseline: `walbuf-recovery-empty` (open after a
 //! kill with nothing unflushed) and `walbuf-recovery` (`unflushed_ops` in the log);
 //! `ops_per_s` is ops replayed per second of open, `open_ms` the open time.
+//!
+//! Group `engines` (`engines.rs`; built only with `--features compare`): the key–value schema
+//! of `engine/examples/kv` on walbuf against fjall, redb and SQLite as a key–value table,
+//! 16-byte keys and 256-byte values; each engine's durable setting is named in the system:
+//!
+//! | system | what | threads | baseline |
+//! |---|---|---|---|
+//! | `walbuf-kv-sync` / `redb-immediate` / `sqlite-kv-full` | one durable put per op: walbuf `SyncPolicy::Sync`; redb one `Durability::Immediate` transaction; SQLite one transaction, WAL, `synchronous=FULL` | 1, 8 | `fjall-syncdata` (`insert` + `persist(PersistMode::SyncData)`) |
+//! | `walbuf-kv-batch100` / `redb-immediate-batch100` / `sqlite-kv-full-batch100` | 100 puts per durable commit (walbuf: 100 puts under `None`, then one log sync); ops = puts, latency per batch | 1 | `fjall-syncdata-batch100` (a `WriteBatch`, `durability(Some(SyncData))`) |
+//! | `walbuf-kv-get` / `walbuf-kv-get-buffered` / `fjall-get` / `redb-get` | point read of a present key, 1 M keys (10 k with `--quick`); walbuf's all flushed / all buffered | 1 | `sqlite-kv-get` |
+//! | `walbuf-kv-reopen` / `fjall-reopen` / `redb-reopen` / `sqlite-kv-reopen` | open after a child that wrote 100 k keys (10 k) durably was SIGKILLed, and read its last key; `open_ms` | 1 | – |
 
 mod ack_rows;
 mod driver;
+#[cfg(feature = "compare")]
+mod engines;
 mod flush_rows;
 mod histogram;
 mod log_rows;
@@ -162,7 +175,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Run only the rows of group GROUP (`log`, `ack`, `flush`, `sustained`, `read`,
-    /// `recovery`), or whose system name contains GROUP (e.g. `sync`, `none`).
+    /// `recovery`; `engines` in a `--features compare` build), or whose system name contains
+    /// GROUP (e.g. `sync`, `none`).
     #[arg(long, value_name = "GROUP")]
     pub filter: Option<String>,
     /// Trials per row, each alternated with a trial of its baseline [default: 5, or 2 with
@@ -183,6 +197,10 @@ pub struct BenchArgs {
     /// Internal: ops the recovery victim adds.
     #[arg(long, value_name = "N", hide = true, default_value_t = 0)]
     pub victim_ops: u64,
+    /// Internal: with `--recovery-victim`, be the child process of an `engines` reopen trial
+    /// instead: write `--victim-ops` keys to ENGINE's database in DIR (feature `compare`).
+    #[arg(long, value_name = "ENGINE", hide = true)]
+    pub engine_victim: Option<String>,
 }
 
 /// Payload bytes of every record.
@@ -259,6 +277,9 @@ enum System {
     ReadUnderLoad { sqlite: bool, load: Load },
     /// `recovery`: open after a kill with this many unflushed ops.
     Recovery(u64),
+    /// `engines`: an embedded engine running a key–value workload.
+    #[cfg(feature = "compare")]
+    Engine(engines::Case),
 }
 
 impl System {
@@ -312,6 +333,8 @@ impl System {
             },
             Self::Recovery(0) => "walbuf-recovery-empty",
             Self::Recovery(_) => "walbuf-recovery",
+            #[cfg(feature = "compare")]
+            Self::Engine(case) => case.name(),
         }
     }
 }
@@ -354,7 +377,15 @@ impl Planned {
 }
 
 /// The groups, in output order.
-const GROUPS: [&str; 6] = ["log", "ack", "flush", "sustained", "read", "recovery"];
+const GROUPS: [&str; 7] = [
+    "log",
+    "ack",
+    "flush",
+    "sustained",
+    "read",
+    "recovery",
+    "engines",
+];
 
 /// Every row of the matrix, in output order (`quick`: the `--quick` sizes).
 fn plan(quick: bool) -> Vec<Planned> {
@@ -497,6 +528,14 @@ fn plan(quick: bool) -> Vec<Planned> {
             None,
         ));
     }
+    #[cfg(feature = "compare")]
+    for (case, threads, baseline) in engines::plan() {
+        rows.push(Planned::new(
+            "engines",
+            Subject::new(System::Engine(case), threads),
+            baseline.map(|(case, threads)| Subject::new(System::Engine(case), threads)),
+        ));
+    }
     rows
 }
 
@@ -517,6 +556,9 @@ struct Bench {
     read_shapes: u64,
     /// The `read` fixture, built by its first trial.
     read_fixture: Option<Fixture>,
+    /// The `engines` group's files and read fixtures.
+    #[cfg(feature = "compare")]
+    engines: engines::Engines,
     /// Shapes in SQLite and ops to drain of the `flush` drain fixture.
     drain_shapes: (u64, u64),
     /// The `flush` drain fixture, built by its first trial.
@@ -609,6 +651,8 @@ impl Bench {
                 self.read_fixture()?.burst_trial(sqlite, load, duration)
             }
             System::Recovery(ops) => recovery_rows::trial(directory, ops),
+            #[cfg(feature = "compare")]
+            System::Engine(case) => self.engines.trial(case, writers, duration),
         }
     }
 }
@@ -658,6 +702,10 @@ fn read_trimmed(path: &str) -> String {
 /// The filter selects nothing, the directory cannot be made, or a system failed.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(directory) = &args.recovery_victim {
+        #[cfg(feature = "compare")]
+        if let Some(engine) = &args.engine_victim {
+            return engines::victim(engine, directory, args.victim_ops);
+        }
         return recovery_rows::victim(directory, args.victim_ops);
     }
     let size = usize::from(args.quick);
@@ -699,6 +747,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         pressure_of: HashMap::new(),
         read_shapes: READ_SHAPES[size],
         read_fixture: None,
+        #[cfg(feature = "compare")]
+        engines: engines::Engines::new(run_directory.path(), args.quick),
         drain_shapes: DRAIN_SHAPES[size],
         drain_fixture: None,
     };
@@ -757,6 +807,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(fixture) = bench.read_fixture.take() {
         fixture.remove()?;
     }
+    #[cfg(feature = "compare")]
+    bench.engines.remove()?;
     if let Some(fixture) = bench.drain_fixture.take() {
         fixture.remove()?;
     }
@@ -883,6 +935,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "read" => (
                 "read: point lookups, one thread".to_owned(),
                 read_table(&group_rows),
+            ),
+            #[cfg(feature = "compare")]
+            "engines" => (
+                "engines: key–value stores, 16-byte keys, 256-byte values".to_owned(),
+                report::engines_table(&group_rows),
             ),
             _ => (
                 "recovery: open after SIGKILL".to_owned(),
@@ -1096,6 +1153,18 @@ fn print_targets(output: &[Row]) {
                 verdict(ratio <= 2.0)
             ));
         }
+    }
+    if let Some(row) = find("walbuf-kv-sync", 8)
+        && let Some(ratio) = row.ratio
+    {
+        lines.push(format!(
+            "- walbuf-kv-sync, 8 threads ≥ 5× fjall-syncdata ×8: {ratio:.2}× ({} vs {} durable \
+             puts/s) → {}",
+            human_rate(row.ops_per_s),
+            find("fjall-syncdata", 8)
+                .map_or_else(|| "?".to_owned(), |base| human_rate(base.ops_per_s)),
+            verdict(ratio >= 5.0)
+        ));
     }
     if let Some(row) = output.iter().find(|row| row.system == "walbuf-recovery") {
         lines.push(format!(

@@ -444,6 +444,30 @@ pub fn recovery_table(rows: &[Row]) -> String {
     out
 }
 
+/// The rows of the `engines` group as a markdown table.
+#[cfg(feature = "compare")]
+pub fn engines_table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| system | threads | ops/s | min–max | p50 µs | p99 µs | open ms | baseline | ratio \
+         | ratio min–max |\n|---|--:|--:|--:|--:|--:|--:|---|--:|--:|\n",
+    );
+    for row in rows {
+        let (baseline, ratio, ratios) = ratio_cells(row);
+        out.push_str(&format!(
+            "| {} | {} | {} | {}–{} | {} | {} | {} | {baseline} | {ratio} | {ratios} |\n",
+            row.system,
+            row.writers,
+            human_rate(row.ops_per_s),
+            human_rate(row.ops_per_s_min),
+            human_rate(row.ops_per_s_max),
+            human_us(row.p50_us),
+            human_us(row.p99_us),
+            or_dash(row.open_ms.map(|open| format!("{open:.1}"))),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
