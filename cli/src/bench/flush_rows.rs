@@ -236,6 +236,19 @@ pub struct DrainFixture {
     stores: [OnceCell<PathBuf>; 2],
 }
 
+/// Opens the gate of a held flusher when dropped.
+struct Release<'a>(&'a (std::sync::Mutex<bool>, std::sync::Condvar));
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let (open, opened) = self.0;
+        *open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        opened.notify_all();
+    }
+}
+
 /// The op key space of the drain fixture's shapes.
 const DRAIN_KEYS: u64 = 0xD0;
 
@@ -310,13 +323,21 @@ impl DrainFixture {
             buffer_bytes_max: 4 << 30,
             ..abandoning_config(SyncPolicy::None, &abandon)
         };
-        let (registry, _report) = ShapeRegistry::open(&directory, config)
-            .with_context(|| format!("cannot open a registry in {}", directory.display()))?;
+        let open = || {
+            ShapeRegistry::open(&directory, config.clone())
+                .map(|(registry, _report)| registry)
+                .with_context(|| format!("cannot open a registry in {}", directory.display()))
+        };
+        let registry = open()?;
         let body = shape_body();
         for sequence in 0..self.existing {
             registry.add_shape(Self::shape(sequence, &body))?;
         }
         registry.flush().context("flush the existing shapes")?;
+        registry.close().context("close the registry")?;
+        drop(registry);
+        // Reopened, so that no flush requested above can apply any of the drain's ops.
+        let registry = open()?;
         for op in ops {
             match op {
                 BaselineOp::Add(shape) => registry.add_shape(shape)?,
@@ -395,6 +416,9 @@ impl DrainFixture {
         }
         let (registry, report) = ShapeRegistry::open(&directory, config)
             .with_context(|| format!("cannot reopen {}", directory.display()))?;
+        // Dropped before the registry, on every path: a flusher held at the gate would keep
+        // the registry's close from returning.
+        let release = Release(&gate);
         anyhow::ensure!(
             report.ops_replayed == ops,
             "recovery replayed {} ops, expected {ops}",
@@ -403,11 +427,7 @@ impl DrainFixture {
         settle(Duration::from_secs(10));
         let before = registry.stats();
         let started = Instant::now();
-        {
-            let (open, opened) = &*gate;
-            *open.lock().map_err(|_| anyhow!("the gate is poisoned"))? = true;
-            opened.notify_all();
-        }
+        drop(release);
         registry.flush().context("flush")?;
         let elapsed = started.elapsed();
         let after = registry.stats();
