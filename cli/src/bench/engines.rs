@@ -51,6 +51,7 @@ use self::kv_schema::KvStore;
 use super::ack_rows::abandoning_config;
 use super::driver::{Trial, closed_loop, remove_tree};
 use super::histogram::Histogram;
+use super::log_rows::settle;
 use super::workload::{mix, op_key};
 
 /// Keys in the read fixtures (full run, `--quick`).
@@ -65,6 +66,8 @@ const VALUE_BYTES: usize = 256;
 const KEYS_PER_SET: usize = 4096;
 /// Puts per durable commit while loading a fixture or a victim.
 const LOAD_BATCH: usize = 1_000;
+/// How long [`settle`] may wait after an open.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the victim prints once its keys are durable.
 const READY: &str = "ready";
 /// redb's table.
@@ -476,6 +479,9 @@ impl Engines {
             WalbufMode::Sync
         };
         let database = Database::open(case.engine, &directory, mode)?;
+        // walbuf prepares its next log segment (a 64 MiB write) in the background after an
+        // open: let it finish, as the `ack` rows do, or the trial would measure it.
+        settle(SETTLE_TIMEOUT);
         let value = &self.value;
         let mut trial = closed_loop(threads, duration, |thread| {
             let database = &database;
