@@ -679,7 +679,7 @@ fn open_recovered<S: Storage>(
 
 fn header_salt<S: Storage>(storage: &S, name: &str) -> Result<u64> {
     let bytes = storage
-        .read(name)
+        .read_prefix(name, SEGMENT_HEADER_LEN as usize)
         .map_err(|source| Error::io("read segment header", storage.describe(name), source))?;
     let header = SegmentHeader::decode(&bytes).map_err(|problem| {
         Error::from(walbuf_recovery::Error::BadHeader {

@@ -12,7 +12,7 @@ use crate::schema::DecodeError;
 pub struct Relation {
     /// The table's oid.
     pub oid: u32,
-    /// Its schema name (shared: decoded names are interned, see [`intern_name`]).
+    /// Its schema name (shared: names decoded from the log or SQLite are interned).
     pub schema: Arc<str>,
     /// Its table name (shared likewise).
     pub table: Arc<str>,

@@ -151,12 +151,9 @@ impl Storage for FsStorage {
             allocate(&file, len, capacity_bytes - len)?;
             file.sync_all()?;
         }
-        MappedSegment::map(
-            file,
-            capacity_bytes,
-            resume_offset,
-            Preparation::PrefaultAndSync,
-        )
+        // The segment was prepared when it was made: reopening it after a crash only maps
+        // it, so that recovery does not write the rest of the segment before the store opens.
+        MappedSegment::map(file, capacity_bytes, resume_offset, Preparation::AdviseOnly)
     }
 
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
@@ -166,6 +163,14 @@ impl Storage for FsStorage {
         let _ = rustix::fs::fadvise(&file, 0, None, FileAdvice::Random);
         let mut bytes = Vec::with_capacity(file.metadata()?.len() as usize);
         file.read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn read_prefix(&self, name: &str, len: usize) -> io::Result<Vec<u8>> {
+        let file = File::open(self.path(name))?;
+        let _ = rustix::fs::fadvise(&file, 0, None, FileAdvice::Random);
+        let mut bytes = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut bytes)?;
         Ok(bytes)
     }
 

@@ -40,6 +40,11 @@ pub enum Preparation {
     /// and touch every page. The zeros stay dirty in the page cache and reach the disk together
     /// with the records written over them, so the range is written once.
     Prefault,
+    /// For a segment resumed after recovery, whose remainder was prepared when the segment
+    /// was made: advise `MADV_RANDOM` (so that small syncs stay small) and nothing more.
+    /// Pages fault in as appends reach them, instead of the open touching and writing the
+    /// whole remainder (up to the segment's size) before it returns.
+    AdviseOnly,
 }
 
 /// A segment file mapped read-write, written only through [`Region`]s.
@@ -71,7 +76,7 @@ impl MappedSegment {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment too large to map"))?;
         let map = MmapOptions::new().len(len).map_raw(&file)?;
         match preparation {
-            Preparation::PrefaultAndSync => map.advise(Advice::Random)?,
+            Preparation::PrefaultAndSync | Preparation::AdviseOnly => map.advise(Advice::Random)?,
             Preparation::Prefault => {
                 // Only a speed-up: a kernel without transparent huge pages refuses the advice,
                 // and sequential advice is the next best thing.
@@ -85,7 +90,9 @@ impl MappedSegment {
             cursor: RegionCursor::new(resume_offset, capacity),
             _file: file,
         };
-        segment.prefault(resume_offset);
+        if preparation != Preparation::AdviseOnly {
+            segment.prefault(resume_offset);
+        }
         if preparation == Preparation::PrefaultAndSync && resume_offset < capacity {
             segment.sync(resume_offset, capacity - resume_offset)?;
         }

@@ -73,6 +73,17 @@ pub trait Storage: Send + Sync + 'static {
     /// Any I/O error.
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
 
+    /// At most the first `len` bytes of file `name` (fewer if the file is shorter), read like
+    /// [`Storage::read`]. The default reads the whole file.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn read_prefix(&self, name: &str, len: usize) -> io::Result<Vec<u8>> {
+        let mut bytes = self.read(name)?;
+        bytes.truncate(len);
+        Ok(bytes)
+    }
+
     /// Erases file `name` from `offset` to `capacity_bytes` (the space reads as zeros and stays
     /// allocated) and makes that durable. Used by recovery to remove a torn tail before the
     /// segment is appended to again. Never called on a file that is open for writing.
