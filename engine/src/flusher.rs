@@ -136,16 +136,31 @@ fn flush_batches<S: Schema, St: Storage>(
     }
 }
 
+/// Most ops dropped from the overlay per hold of its gate (see [`clean`]); a chunk is also at
+/// most a quarter of a batch, so that every batch of more than a few ops is dropped in
+/// several chunks (small test configurations included).
+const CLEAN_CHUNK_OPS_MAX: usize = 256;
+
 /// Drops a committed batch from the overlay and the buffer (compare-and-delete by op key),
 /// then publishes it as applied and wakes whoever waits for that or for room.
 fn clean<S: Schema, St: Storage>(shared: &Shared<S, St>, committed: Committed<S::Op>) {
     let Committed { batch, last } = committed;
-    {
-        let _gate = shared.cleanup_gate.write();
-        for (op_key, op) in &batch {
-            shared.schema.unindex(&shared.overlay, *op_key, op);
-            shared.buffer.remove(*op_key);
+    // In chunks, each under its own hold of the overlay gate, so that a reader or a writer's
+    // validation waits for one chunk's cleanup, never a whole batch's. Between chunks every op
+    // of the batch is either still in the overlay or already dropped, and SQLite holds all
+    // of them: either way a read finds it. Chunks go in op-key order, so a buffered reset is
+    // never dropped after an add that follows it (a reader never sees the add gone while the
+    // reset still hides SQLite's rows).
+    let chunk_ops = (shared.config.batch_ops_max / 4).clamp(1, CLEAN_CHUNK_OPS_MAX);
+    for chunk in batch.chunks(chunk_ops) {
+        {
+            let _gate = shared.cleanup_gate.write();
+            for (op_key, op) in chunk {
+                shared.schema.unindex(&shared.overlay, *op_key, op);
+                shared.buffer.remove(*op_key);
+            }
         }
+        shared.buffer.notify_room();
     }
     // Counted before the applied key is published: whoever sees the batch applied (a
     // returning `flush`) also sees it in the stats.
@@ -164,7 +179,6 @@ fn clean<S: Schema, St: Storage>(shared: &Shared<S, St>, committed: Committed<S:
         let _guard = shared.applied_lock.lock();
         shared.applied_changed.notify_all();
     }
-    shared.buffer.notify_room();
     tracing::debug!(
         ops = batch.len(),
         applied_op_key = last.applied_op_key,
