@@ -80,7 +80,8 @@ pub struct StoreConfig {
     /// How long a blocking write waits for room at the hard bound before
     /// [`Error::Backpressure`] (default 10 s).
     pub backpressure_timeout_ms: u64,
-    /// A passive WAL checkpoint every this many batches (default 4).
+    /// A passive WAL checkpoint every this many batches (default 4; 0, none, only with
+    /// `sqlite.wal_autocheckpoint_pages` above 0, when SQLite checkpoints on its own).
     pub checkpoint_every_batches: u32,
     /// Cap of the retry backoff of a failing batch (default 2 s).
     pub retry_backoff_max_ms: u64,
@@ -146,6 +147,13 @@ impl StoreConfig {
         }
         if self.deterministic_failure_attempts == 0 {
             return invalid("deterministic_failure_attempts", "must be at least 1");
+        }
+        if self.checkpoint_every_batches == 0 && self.sqlite.wal_autocheckpoint_pages == 0 {
+            // Nobody would ever checkpoint: SQLite's WAL would grow without bound.
+            return invalid(
+                "checkpoint_every_batches",
+                "must be at least 1 while sqlite.wal_autocheckpoint_pages is 0 (no checkpoints at all)",
+            );
         }
         Ok(())
     }
@@ -759,5 +767,65 @@ impl<S: Schema, St: Storage> Drop for Store<S, St> {
         if let Err(error) = self.close() {
             tracing::warn!(%error, "closing store on drop failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_field(config: &StoreConfig) -> Option<&'static str> {
+        match config.validate() {
+            Err(Error::InvalidConfig { field, .. }) => Some(field),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_naming_the_field() {
+        assert_eq!(refused_field(&StoreConfig::default()), None);
+        let cases: [(StoreConfig, &str); 4] = [
+            (
+                StoreConfig {
+                    batch_ops_max: 0,
+                    ..StoreConfig::default()
+                },
+                "batch_ops_max",
+            ),
+            (
+                StoreConfig {
+                    recovery_mode: Mode::Salvage,
+                    ..StoreConfig::default()
+                },
+                "recovery_mode",
+            ),
+            (
+                StoreConfig {
+                    buffer_soft_percent: 101,
+                    ..StoreConfig::default()
+                },
+                "buffer_soft_percent",
+            ),
+            (
+                StoreConfig {
+                    checkpoint_every_batches: 0,
+                    ..StoreConfig::default()
+                },
+                "checkpoint_every_batches",
+            ),
+        ];
+        for (config, field) in cases {
+            assert_eq!(refused_field(&config), Some(field));
+        }
+        // With SQLite's automatic checkpoints, the flusher need not schedule any.
+        let automatic = StoreConfig {
+            checkpoint_every_batches: 0,
+            sqlite: SqliteConfig {
+                wal_autocheckpoint_pages: 1_000,
+                ..SqliteConfig::default()
+            },
+            ..StoreConfig::default()
+        };
+        assert_eq!(refused_field(&automatic), None);
     }
 }
