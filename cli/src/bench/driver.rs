@@ -36,6 +36,20 @@ pub struct Trial {
 }
 
 impl Trial {
+    /// A trial that counted `ops` over `elapsed` in `syncs` syncs or commits, without
+    /// latencies (throughput rows).
+    pub fn throughput(ops: u64, elapsed: Duration, syncs: u64) -> Self {
+        Self {
+            ops,
+            elapsed,
+            latency: Histogram::default(),
+            syncs,
+            rotations: None,
+            disk_bytes_written: None,
+            open: None,
+        }
+    }
+
     /// Acknowledged operations per second.
     pub fn ops_per_s(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)

@@ -44,7 +44,6 @@ use walbuf::{NewShape, ShapeRegistry, SyncPolicy};
 
 use super::ack_rows::abandoning_config;
 use super::driver::{Trial, remove_tree};
-use super::histogram::Histogram;
 use super::log_rows::settle;
 use super::workload::{
     BaselineOp, Synchronous, apply_in_order, insert_sorted, insert_unsorted, op_key, open_baseline,
@@ -61,19 +60,6 @@ const TUNED_CACHE_KIB: u32 = 64 * 1024;
 const FIRST_BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 static NEXT_TRIAL: AtomicU64 = AtomicU64::new(1);
-
-/// A trial that counted `ops` over `elapsed` (no latencies).
-fn throughput_trial(ops: u64, elapsed: Duration, commits: u64) -> Trial {
-    Trial {
-        ops,
-        elapsed,
-        latency: Histogram::default(),
-        syncs: commits,
-        rotations: None,
-        disk_bytes_written: None,
-        open: None,
-    }
-}
 
 /// One `walbuf-flush` trial over `window`.
 ///
@@ -114,7 +100,7 @@ pub fn walbuf_trial(parent: &Path, window: Duration) -> anyhow::Result<Trial> {
             std::thread::sleep(window);
             let after = registry.stats();
             let elapsed = started.elapsed();
-            Ok(throughput_trial(
+            Ok(Trial::throughput(
                 after.applied_op_key - before.applied_op_key,
                 elapsed,
                 after.flush_batches - before.flush_batches,
@@ -174,7 +160,7 @@ pub fn batched_trial(parent: &Path, tuned: bool, window: Duration) -> anyhow::Re
     let elapsed = started.elapsed();
     drop(connection);
     remove_tree(&directory)?;
-    Ok(throughput_trial(
+    Ok(Trial::throughput(
         commits * BATCH_OPS as u64,
         elapsed,
         commits,
@@ -439,7 +425,7 @@ impl DrainFixture {
             "the drain applied {} ops, expected {ops}",
             after.applied_op_key - before.applied_op_key,
         );
-        Ok(throughput_trial(
+        Ok(Trial::throughput(
             ops,
             elapsed,
             after.flush_batches - before.flush_batches,
@@ -492,7 +478,7 @@ impl DrainFixture {
         let elapsed = started.elapsed();
         drop(connection);
         remove_tree(&directory)?;
-        Ok(throughput_trial(ops.len() as u64, elapsed, commits))
+        Ok(Trial::throughput(ops.len() as u64, elapsed, commits))
     }
 
     /// Deletes the fixture's stores.

@@ -42,7 +42,6 @@ use walbuf::{NewShape, ShapeRegistry, StoreStats};
 
 use super::ack_rows::abandoning_config;
 use super::driver::{Trial, remove_tree};
-use super::histogram::Histogram;
 use super::log_rows::settle;
 use super::workload::{op_key, shape_body, shape_of};
 
@@ -84,19 +83,6 @@ impl Pressure {
     /// Shapes acknowledged to the writers per second of the window.
     pub fn acks_per_s(&self) -> f64 {
         self.acked_ops as f64 / self.window.as_secs_f64().max(1e-9)
-    }
-}
-
-/// A trial that counted `ops` over `elapsed` in `commits` transactions (no latencies).
-fn throughput(ops: u64, elapsed: Duration, commits: u64) -> Trial {
-    Trial {
-        ops,
-        elapsed,
-        latency: Histogram::default(),
-        syncs: commits,
-        rotations: None,
-        disk_bytes_written: None,
-        open: None,
     }
 }
 
@@ -190,7 +176,7 @@ fn overload(
             acked_ops += acked;
         }
         let (before, after, elapsed) = sampled?;
-        let trial = throughput(
+        let trial = Trial::throughput(
             after.ops_flushed - before.ops_flushed,
             elapsed,
             after.flush_batches - before.flush_batches,
@@ -344,7 +330,7 @@ pub fn reference_trial(parent: &Path, window: Duration) -> anyhow::Result<Trial>
     let elapsed = started.elapsed();
     drop(connection);
     remove_tree(&directory)?;
-    Ok(throughput(
+    Ok(Trial::throughput(
         commits * REFERENCE_BATCH_OPS as u64,
         elapsed,
         commits,
