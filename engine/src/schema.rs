@@ -4,7 +4,7 @@
 //! has written them.
 //!
 //! The core (log, buffer, flusher, recovery) knows nothing about shapes: the shape registry
-//! ([`crate::shapes`]) is one schema, and `engine/examples/kv.rs` is another.
+//! ([`crate::shapes`]) is one schema, and `engine/examples/kv/` is another.
 
 use std::sync::Arc;
 
