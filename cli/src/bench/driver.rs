@@ -6,12 +6,14 @@
 //! flag load and a histogram increment). Systems and baselines run under the same driver, so
 //! that overhead is the same on both sides of a ratio.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, ensure};
 
 use super::histogram::Histogram;
 
@@ -183,4 +185,41 @@ pub fn with_disk_bytes<T>(
 /// The tree could not be removed.
 pub fn remove_tree(path: &Path) -> anyhow::Result<()> {
     std::fs::remove_dir_all(path).with_context(|| format!("cannot remove {}", path.display()))
+}
+
+/// What a victim process prints once its ops are all acknowledged.
+pub const VICTIM_READY: &str = "ready";
+
+/// Runs `walbuf bench --recovery-victim DIRECTORY --victim-ops OPS EXTRA…` (this binary) as a
+/// child, waits for it to print [`VICTIM_READY`], kills it with SIGKILL — the state a crash
+/// leaves — and syncs the file system, so that the reopen that follows pays for no writeback.
+///
+/// # Errors
+/// The victim could not start, or it exited or failed before saying it was ready.
+pub fn kill_victim(directory: &Path, ops: u64, extra: &[&str]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the walbuf binary")?;
+    let mut child = Command::new(exe)
+        .arg("bench")
+        .arg("--recovery-victim")
+        .arg(directory)
+        .arg("--victim-ops")
+        .arg(ops.to_string())
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start the victim")?;
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        BufReader::new(stdout).read_line(&mut line)?;
+    }
+    // SIGKILL, whatever the victim said.
+    child.kill().context("cannot kill the victim")?;
+    child.wait()?;
+    ensure!(
+        line.trim() == VICTIM_READY,
+        "the victim failed before adding its ops"
+    );
+    rustix::fs::sync();
+    Ok(())
 }

@@ -34,9 +34,8 @@
 #[path = "../../../engine/examples/kv/schema.rs"]
 mod kv_schema;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,7 +48,7 @@ use walbuf::store::StoreConfig;
 
 use self::kv_schema::KvStore;
 use super::ack_rows::abandoning_config;
-use super::driver::{Trial, closed_loop, remove_tree};
+use super::driver::{Trial, VICTIM_READY, closed_loop, kill_victim, remove_tree};
 use super::histogram::Histogram;
 use super::log_rows::settle;
 use super::workload::{mix, op_key};
@@ -69,7 +68,6 @@ const LOAD_BATCH: usize = 1_000;
 /// How long [`settle`] may wait after an open.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the victim prints once its keys are durable.
-const READY: &str = "ready";
 /// redb's table.
 const REDB_TABLE: redb::TableDefinition<'static, &[u8], &[u8]> = redb::TableDefinition::new("kv");
 /// fjall's keyspace.
@@ -583,28 +581,7 @@ impl Engines {
             .directory
             .join(format!("reopen-{}-{number}", engine.name()));
         let keys = self.reopen_keys;
-        let exe = std::env::current_exe().context("cannot find the walbuf binary")?;
-        let mut child = Command::new(exe)
-            .arg("bench")
-            .arg("--recovery-victim")
-            .arg(&directory)
-            .arg("--victim-ops")
-            .arg(keys.to_string())
-            .arg("--engine-victim")
-            .arg(engine.name())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("cannot start the victim")?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            BufReader::new(stdout).read_line(&mut line)?;
-        }
-        // SIGKILL, whatever the victim said.
-        child.kill().context("cannot kill the victim")?;
-        child.wait()?;
-        ensure!(line.trim() == READY, "the {} victim failed", engine.name());
-        rustix::fs::sync();
+        kill_victim(&directory, keys, &["--engine-victim", engine.name()])?;
 
         let started = Instant::now();
         let database = Database::open(engine, &directory, WalbufMode::ExplicitSync)?;
@@ -649,7 +626,7 @@ impl Engines {
 const VICTIM_SPACE: u64 = 0x0000_0DEA_D000;
 
 /// The child's side of a reopen trial: writes `keys` keys durably to `engine`'s database in
-/// `directory`, prints [`READY`], and waits to be killed.
+/// `directory`, prints [`VICTIM_READY`], and waits to be killed.
 ///
 /// # Errors
 /// The engine failed, or there is no such engine.
@@ -662,7 +639,7 @@ pub fn victim(engine: &str, directory: &Path, keys: u64) -> anyhow::Result<()> {
     let database = Database::open(engine, directory, WalbufMode::IdleFlusher)?;
     database.load(VICTIM_SPACE, keys, &value)?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{READY}")?;
+    writeln!(stdout, "{VICTIM_READY}")?;
     stdout.flush()?;
     drop(stdout);
     loop {

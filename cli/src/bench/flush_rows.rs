@@ -56,6 +56,14 @@ pub const BATCH_OPS: usize = 5_000;
 const CHECKPOINT_EVERY_BATCHES: u64 = 4;
 /// Cache of the tuned baseline, in KiB (walbuf's default write cache).
 const TUNED_CACHE_KIB: u32 = 64 * 1024;
+/// A passive WAL checkpoint, as walbuf's flusher schedules them.
+fn passive_checkpoint(connection: &rusqlite::Connection) -> rusqlite::Result<()> {
+    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        row.get::<_, i64>(0)
+    })?;
+    Ok(())
+}
+
 /// The longest wait for walbuf's first batch.
 const FIRST_BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -152,9 +160,7 @@ pub fn batched_trial(parent: &Path, tuned: bool, window: Duration) -> anyhow::Re
         insert_sorted(&mut connection, &batch).context("insert a batch")?;
         commits += 1;
         if tuned && commits.is_multiple_of(CHECKPOINT_EVERY_BATCHES) {
-            connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                row.get::<_, i64>(0)
-            })?;
+            passive_checkpoint(&connection)?;
         }
     }
     let elapsed = started.elapsed();
@@ -470,9 +476,7 @@ impl DrainFixture {
             .context("apply a batch")?;
             commits += 1;
             if !drain.auto_checkpoint && commits.is_multiple_of(CHECKPOINT_EVERY_BATCHES) {
-                connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                    row.get::<_, i64>(0)
-                })?;
+                passive_checkpoint(&connection)?;
             }
         }
         let elapsed = started.elapsed();

@@ -12,9 +12,8 @@
 //!
 //! `ops_per_s` is ops replayed per second of open; the row's `open_ms` the open time.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,12 +23,9 @@ use walbuf::store::StoreConfig;
 use walbuf::{ShapeRegistry, SyncPolicy};
 
 use super::ack_rows::abandoning_config;
-use super::driver::{Trial, remove_tree};
+use super::driver::{Trial, VICTIM_READY, kill_victim, remove_tree};
 use super::histogram::Histogram;
 use super::workload::{op_key, shape_body, shape_of};
-
-/// What the victim prints once its ops are all acknowledged.
-const READY: &str = "ready";
 
 static NEXT_TRIAL: AtomicU64 = AtomicU64::new(1);
 
@@ -44,7 +40,7 @@ fn idle_config(ops: u64, abandon: &Arc<AtomicBool>) -> anyhow::Result<StoreConfi
     })
 }
 
-/// The child's side: adds `ops` shapes to a registry in `directory`, prints [`READY`], and
+/// The child's side: adds `ops` shapes to a registry in `directory`, prints [`VICTIM_READY`], and
 /// waits to be killed.
 ///
 /// # Errors
@@ -58,7 +54,7 @@ pub fn victim(directory: &Path, ops: u64) -> anyhow::Result<()> {
         registry.add_shape(shape_of(op_key(1, 0, sequence), &body))?;
     }
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{READY}")?;
+    writeln!(stdout, "{VICTIM_READY}")?;
     stdout.flush()?;
     drop(stdout);
     loop {
@@ -73,29 +69,7 @@ pub fn victim(directory: &Path, ops: u64) -> anyhow::Result<()> {
 pub fn trial(parent: &Path, ops: u64) -> anyhow::Result<Trial> {
     let number = NEXT_TRIAL.fetch_add(1, Ordering::Relaxed);
     let directory = parent.join(format!("recovery-{ops}-{number}"));
-    let exe = std::env::current_exe().context("cannot find the walbuf binary")?;
-    let mut child = Command::new(exe)
-        .arg("bench")
-        .arg("--recovery-victim")
-        .arg(&directory)
-        .arg("--victim-ops")
-        .arg(ops.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start the victim")?;
-    let mut line = String::new();
-    if let Some(stdout) = child.stdout.take() {
-        BufReader::new(stdout).read_line(&mut line)?;
-    }
-    // SIGKILL, whatever the victim said.
-    child.kill().context("cannot kill the victim")?;
-    child.wait()?;
-    ensure!(
-        line.trim() == READY,
-        "the victim failed before adding its ops"
-    );
-    rustix::fs::sync();
+    kill_victim(&directory, ops, &[])?;
 
     let abandon = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
