@@ -29,12 +29,14 @@ use super::workload::{op_key, shape_body, shape_of};
 
 static NEXT_TRIAL: AtomicU64 = AtomicU64::new(1);
 
-/// The configuration of the victim: the flusher never runs on its own.
+/// The configuration of the victim: the flusher never runs on its own. The buffer's bounds
+/// are twice what the ops need, so that they stay below the soft bound, past which writers
+/// would ask the flusher for a batch.
 fn idle_config(ops: u64, abandon: &Arc<AtomicBool>) -> anyhow::Result<StoreConfig> {
     Ok(StoreConfig {
         flush_interval_ms: 3_600_000,
         batch_ops_max: usize::try_from(ops + 1)?,
-        buffer_ops_max: (ops + 1).max(1_000_000),
+        buffer_ops_max: 2 * (ops + 1).max(1_000_000),
         buffer_bytes_max: 4 << 30,
         ..abandoning_config(SyncPolicy::None, abandon)
     })
