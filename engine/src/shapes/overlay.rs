@@ -11,6 +11,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use crossbeam_skiplist::SkipMap;
+use hashbrown::HashTable;
 use parking_lot::RwLock;
 use smallvec::SmallVec;
 
@@ -47,35 +48,60 @@ const SHARDS: usize = 32;
 /// Versions of one key, in op-key order: usually one, kept inline without an allocation.
 type Versions<V> = SmallVec<[(u64, V); 1]>;
 
+/// One key of a [`VersionIndex`], with its hash: growing a table moves entries by their
+/// stored hash and never reads the key again (a key points into a shape elsewhere in
+/// memory, so hashing it again was a cache miss or two per entry at every growth).
+struct Entry<K, V> {
+    hash: u64,
+    key: K,
+    versions: Versions<V>,
+}
+
 /// A sharded hash index from a key to its buffered versions.
 struct VersionIndex<K, V> {
     state: foldhash::fast::RandomState,
-    shards: [RwLock<HashMap<K, Versions<V>, foldhash::fast::RandomState>>; SHARDS],
+    shards: [RwLock<HashTable<Entry<K, V>>>; SHARDS],
 }
 
 impl<K: Hash + Eq, V> Default for VersionIndex<K, V> {
     fn default() -> Self {
         Self {
             state: foldhash::fast::RandomState::default(),
-            shards: std::array::from_fn(|_| RwLock::new(HashMap::default())),
+            shards: std::array::from_fn(|_| RwLock::new(HashTable::new())),
         }
     }
 }
 
 impl<K: Hash + Eq, V> VersionIndex<K, V> {
-    fn shard<Q: Hash + ?Sized>(
-        &self,
-        key: &Q,
-    ) -> &RwLock<HashMap<K, Versions<V>, foldhash::fast::RandomState>> {
-        &self.shards[self.state.hash_one(key) as usize % SHARDS]
+    /// The hash of a key, and the shard it lives in. The shard is picked by bits that the
+    /// table itself does not use for the bucket (the low bits) or the tag (the top seven).
+    fn locate<Q: Hash + ?Sized>(&self, key: &Q) -> (u64, &RwLock<HashTable<Entry<K, V>>>) {
+        let hash = self.state.hash_one(key);
+        let shard = (hash >> 40) as usize % SHARDS;
+        (hash, &self.shards[shard])
     }
 
     fn insert(&self, key: K, op_key: u64, value: V) {
-        let mut shard = self.shard(&key).write();
-        let versions = shard.entry(key).or_default();
-        // Keys are submitted in order, so this is an append except during replay races.
-        let position = versions.partition_point(|(existing, _)| *existing < op_key);
-        versions.insert(position, (op_key, value));
+        let (hash, shard) = self.locate(&key);
+        let mut shard = shard.write();
+        match shard.entry(hash, |entry| entry.key == key, |entry| entry.hash) {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                let versions = &mut occupied.get_mut().versions;
+                // Keys are submitted in order, so this is an append except during replay
+                // races.
+                let position = versions.partition_point(|(existing, _)| *existing < op_key);
+                versions.insert(position, (op_key, value));
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let mut versions = Versions::new();
+                versions.push((op_key, value));
+                vacant.insert(Entry {
+                    hash,
+                    key,
+                    versions,
+                });
+            }
+        }
     }
 
     /// Removes exactly the version written by `op_key` (compare-and-delete).
@@ -84,11 +110,13 @@ impl<K: Hash + Eq, V> VersionIndex<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let mut shard = self.shard(key).write();
-        if let Some(versions) = shard.get_mut(key) {
+        let (hash, shard) = self.locate(key);
+        let mut shard = shard.write();
+        if let Ok(mut occupied) = shard.find_entry(hash, |entry| entry.key.borrow() == key) {
+            let versions = &mut occupied.get_mut().versions;
             versions.retain(|(existing, _)| *existing != op_key);
             if versions.is_empty() {
-                shard.remove(key);
+                occupied.remove();
             }
         }
     }
@@ -106,9 +134,11 @@ impl<K: Hash + Eq, V> VersionIndex<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let shard = self.shard(key).read();
-        let versions = shard.get(key)?;
-        versions
+        let (hash, shard) = self.locate(key);
+        let shard = shard.read();
+        let entry = shard.find(hash, |entry| entry.key.borrow() == key)?;
+        entry
+            .versions
             .iter()
             .rev()
             .filter(|(op_key, _)| *op_key <= view && *op_key > floor)
@@ -125,59 +155,99 @@ type RelationShard = HashMap<u32, OpKeyOrdered<HandleKey>, foldhash::fast::Rando
 
 /// Values in op-key order. Ops are indexed in op-key order and flushed in op-key order, so
 /// entries arrive at the back and leave from the front: both O(1). (A release of a failed
-/// append removes from the back; anything else costs a binary search and a shift.)
-#[derive(Debug)]
-struct OpKeyOrdered<T> {
-    entries: VecDeque<(u64, T)>,
-}
-
-impl<T> Default for OpKeyOrdered<T> {
-    fn default() -> Self {
-        Self {
-            entries: VecDeque::new(),
-        }
-    }
+/// append removes from the back; anything else costs a binary search and a shift.) A single
+/// value — an oid that one buffered shape reads, the common case — is kept inline, without
+/// allocating a queue.
+#[derive(Debug, Default)]
+enum OpKeyOrdered<T> {
+    #[default]
+    Empty,
+    One((u64, T)),
+    Many(VecDeque<(u64, T)>),
 }
 
 impl<T> OpKeyOrdered<T> {
     /// Adds `value` under `op_key`, unless `op_key` is already there.
     fn insert(&mut self, op_key: u64, value: T) {
-        match self.entries.back() {
-            Some((last, _)) if *last < op_key => self.entries.push_back((op_key, value)),
-            None => self.entries.push_back((op_key, value)),
-            Some(_) => {
-                if let Err(position) = self.entries.binary_search_by_key(&op_key, |(k, _)| *k) {
-                    self.entries.insert(position, (op_key, value));
+        let entry = (op_key, value);
+        *self = match std::mem::take(self) {
+            Self::Empty => Self::One(entry),
+            Self::One(first) if first.0 == op_key => Self::One(first),
+            Self::One(first) => {
+                let mut entries = VecDeque::with_capacity(4);
+                if first.0 < op_key {
+                    entries.extend([first, entry]);
+                } else {
+                    entries.extend([entry, first]);
+                }
+                Self::Many(entries)
+            }
+            Self::Many(mut entries) => {
+                match entries.back() {
+                    Some((last, _)) if *last < op_key => entries.push_back(entry),
+                    None => entries.push_back(entry),
+                    Some(_) => {
+                        if let Err(position) = entries.binary_search_by_key(&op_key, |(k, _)| *k) {
+                            entries.insert(position, entry);
+                        }
+                    }
+                }
+                Self::Many(entries)
+            }
+        };
+    }
+
+    /// Removes the entry of `op_key`, if any.
+    fn remove(&mut self, op_key: u64) {
+        match self {
+            Self::Empty => {}
+            Self::One((first, _)) => {
+                if *first == op_key {
+                    *self = Self::Empty;
+                }
+            }
+            Self::Many(entries) => {
+                if entries.front().is_some_and(|(first, _)| *first == op_key) {
+                    entries.pop_front();
+                } else if let Ok(position) = entries.binary_search_by_key(&op_key, |(k, _)| *k) {
+                    entries.remove(position);
+                }
+                if entries.is_empty() {
+                    *self = Self::Empty;
                 }
             }
         }
     }
 
-    /// Removes the entry of `op_key`, if any.
-    fn remove(&mut self, op_key: u64) {
-        if self
-            .entries
-            .front()
-            .is_some_and(|(first, _)| *first == op_key)
-        {
-            self.entries.pop_front();
-        } else if let Ok(position) = self.entries.binary_search_by_key(&op_key, |(k, _)| *k) {
-            self.entries.remove(position);
-        }
-    }
-
     /// The values with op keys in `(floor, view]`.
     fn range(&self, floor: u64, view: u64) -> impl Iterator<Item = &T> {
-        let start = self.entries.partition_point(|(k, _)| *k <= floor);
-        let end = self.entries.partition_point(|(k, _)| *k <= view);
-        self.entries
-            .range(start..end.max(start))
+        let empty: &[(u64, T)] = &[];
+        let (front, back) = match self {
+            Self::Empty => (empty, empty),
+            Self::One(entry) => (std::slice::from_ref(entry), empty),
+            Self::Many(entries) => entries.as_slices(),
+        };
+        // Both halves are in op-key order, the front one below the back one.
+        within(front, floor, view)
+            .iter()
+            .chain(within(back, floor, view))
             .map(|(_, value)| value)
     }
 
     fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        match self {
+            Self::Empty => true,
+            Self::One(_) => false,
+            Self::Many(entries) => entries.is_empty(),
+        }
     }
+}
+
+/// The entries of `entries` (in op-key order) with op keys in `(floor, view]`.
+fn within<T>(entries: &[(u64, T)], floor: u64, view: u64) -> &[(u64, T)] {
+    let start = entries.partition_point(|(k, _)| *k <= floor);
+    let end = entries.partition_point(|(k, _)| *k <= view).max(start);
+    entries.get(start..end).unwrap_or_default()
 }
 
 /// A handle as an index key: the added shape's own (no copy), or an owned copy for ops that
@@ -570,5 +640,81 @@ impl ShapeOverlay {
             None => added.iter().next(),
         };
         next.map(|key| key.handle.as_str().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(ordered: &OpKeyOrdered<u32>, floor: u64, view: u64) -> Vec<u32> {
+        ordered.range(floor, view).copied().collect()
+    }
+
+    #[test]
+    fn op_key_ordered_keeps_op_key_order_from_one_entry_to_many() {
+        let mut ordered = OpKeyOrdered::default();
+        assert!(ordered.is_empty());
+        ordered.insert(5, 50);
+        ordered.insert(5, 51);
+        assert_eq!(values(&ordered, 0, u64::MAX), vec![50]);
+        assert_eq!(values(&ordered, 5, u64::MAX), Vec::<u32>::new());
+        assert_eq!(values(&ordered, 0, 4), Vec::<u32>::new());
+        // Below the one entry, then at the back, then in the middle.
+        ordered.insert(3, 30);
+        ordered.insert(9, 90);
+        ordered.insert(7, 70);
+        ordered.insert(7, 71);
+        assert_eq!(values(&ordered, 0, u64::MAX), vec![30, 50, 70, 90]);
+        assert_eq!(values(&ordered, 3, 7), vec![50, 70]);
+        ordered.remove(3);
+        ordered.remove(7);
+        ordered.remove(8);
+        assert_eq!(values(&ordered, 0, u64::MAX), vec![50, 90]);
+        ordered.remove(5);
+        ordered.remove(9);
+        assert!(ordered.is_empty());
+        ordered.insert(1, 10);
+        ordered.remove(2);
+        assert_eq!(values(&ordered, 0, 1), vec![10]);
+        ordered.remove(1);
+        assert!(ordered.is_empty());
+    }
+
+    #[test]
+    fn op_key_ordered_ranges_across_a_wrapped_queue() {
+        let mut ordered = OpKeyOrdered::default();
+        for op_key in 1..=6 {
+            ordered.insert(op_key, op_key as u32);
+        }
+        // Leave from the front and arrive at the back until the queue wraps around.
+        for op_key in 1..=4 {
+            ordered.remove(op_key);
+            ordered.insert(op_key + 6, (op_key + 6) as u32);
+        }
+        assert_eq!(values(&ordered, 0, u64::MAX), vec![5, 6, 7, 8, 9, 10]);
+        assert_eq!(values(&ordered, 6, 9), vec![7, 8, 9]);
+        assert_eq!(values(&ordered, 4, 5), vec![5]);
+        assert_eq!(values(&ordered, 10, 20), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn version_index_finds_and_removes_exact_versions() {
+        let index: VersionIndex<String, u32> = VersionIndex::default();
+        for key in 0..1000u32 {
+            index.insert(format!("k{key}"), u64::from(key) + 1, key);
+        }
+        index.insert("k7".to_owned(), 2000, 7000);
+        assert_eq!(index.len(), 1000);
+        let latest = |key: &str, view: u64| index.find_latest(key, 0, view, |v| Some(*v));
+        assert_eq!(latest("k7", u64::MAX), Some(7000));
+        assert_eq!(latest("k7", 1999), Some(7));
+        assert_eq!(latest("k999", u64::MAX), Some(999));
+        assert_eq!(latest("k1000", u64::MAX), None);
+        index.remove("k7", 8);
+        assert_eq!(latest("k7", 1999), None);
+        index.remove("k7", 2000);
+        assert_eq!(latest("k7", u64::MAX), None);
+        assert_eq!(index.len(), 999);
     }
 }
