@@ -4,13 +4,20 @@
 //! Readers find the latest buffered op at or below a key without a lock; the flusher takes a
 //! gapless run of keys from the bottom and removes them once SQLite has committed them.
 //! Writers wait here for room when the buffer is at its bound ([`Buffer::wait_for_room`]).
+//!
+//! The ops recovery replays on open arrive all at once, in ascending op-key order, below
+//! every op a writer will add, and leave from the front as the flusher applies them: they
+//! are kept apart, in a queue beside the skiplist ([`Buffer::extend_replayed`]), which costs
+//! a push per op instead of a skiplist insert. Once the flusher has drained the queue, reads
+//! skip it without taking its lock.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_skiplist::SkipMap;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 /// Fixed per-op overhead counted on top of the encoded size: skiplist node, `Arc`, index
 /// entries. An estimate; it keeps many tiny ops from slipping under a byte bound.
@@ -41,6 +48,11 @@ impl<Op> Clone for PendingOp<Op> {
 /// The ops buffered in op-key order, and their accounting.
 pub struct Buffer<Op> {
     ops: SkipMap<u64, PendingOp<Op>>,
+    /// Ops recovery replayed, in ascending op-key order, every one below every key in `ops`.
+    replayed: RwLock<VecDeque<(u64, PendingOp<Op>)>>,
+    /// How many ops `replayed` holds: readers skip its lock when it is 0 (as it stays once
+    /// the flusher has drained it).
+    replayed_len: AtomicU64,
     len_ops: AtomicU64,
     len_bytes: AtomicU64,
     peak_bytes: AtomicU64,
@@ -61,6 +73,8 @@ impl<Op> Default for Buffer<Op> {
     fn default() -> Self {
         Self {
             ops: SkipMap::new(),
+            replayed: RwLock::new(VecDeque::new()),
+            replayed_len: AtomicU64::new(0),
             len_ops: AtomicU64::new(0),
             len_bytes: AtomicU64::new(0),
             peak_bytes: AtomicU64::new(0),
@@ -80,14 +94,73 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
         self.peak_bytes.fetch_max(total, Ordering::Relaxed);
     }
 
+    /// Buffers ops that recovery replayed, in ascending op-key order, before any op is
+    /// [inserted](Buffer::insert): they go to the queue beside the skiplist.
+    ///
+    /// # Panics
+    /// If an op key is not above every key buffered so far (replay hands them in ascending
+    /// order, before the store takes any write).
+    pub fn extend_replayed(&self, ops: impl IntoIterator<Item = (u64, PendingOp<Op>)>) {
+        assert!(
+            self.ops.is_empty(),
+            "replayed ops are buffered before any other"
+        );
+        let mut replayed = self.replayed.write();
+        let mut last = replayed.back().map(|(op_key, _)| *op_key);
+        let (mut count, mut bytes) = (0, 0);
+        for (op_key, pending) in ops {
+            assert!(
+                last.is_none_or(|last| last < op_key),
+                "replayed ops are buffered in ascending op-key order"
+            );
+            last = Some(op_key);
+            count += 1;
+            bytes += pending.bytes;
+            replayed.push_back((op_key, pending));
+        }
+        self.replayed_len
+            .store(replayed.len() as u64, Ordering::SeqCst);
+        self.len_ops.fetch_add(count, Ordering::SeqCst);
+        let total = self.len_bytes.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        self.peak_bytes.fetch_max(total, Ordering::Relaxed);
+    }
+
     /// Removes `op_key` (after SQLite committed it, or when its append failed) and wakes
     /// writers waiting for room.
     pub fn remove(&self, op_key: u64) -> Option<Arc<Op>> {
+        if self.replayed_len.load(Ordering::SeqCst) > 0
+            && let Some(op) = self.remove_replayed(op_key)
+        {
+            return Some(op);
+        }
         let entry = self.ops.remove(&op_key)?;
         let pending = entry.value();
         self.len_ops.fetch_sub(1, Ordering::SeqCst);
         self.len_bytes.fetch_sub(pending.bytes, Ordering::SeqCst);
         Some(Arc::clone(&pending.op))
+    }
+
+    /// Removes `op_key` from the replayed ops, if it is there (the flusher removes them from
+    /// the front, in order).
+    fn remove_replayed(&self, op_key: u64) -> Option<Arc<Op>> {
+        let mut replayed = self.replayed.write();
+        let (_, pending) = if replayed.front().is_some_and(|(first, _)| *first == op_key) {
+            replayed.pop_front()?
+        } else {
+            let position = replayed
+                .binary_search_by_key(&op_key, |(key, _)| *key)
+                .ok()?;
+            replayed.remove(position)?
+        };
+        if replayed.is_empty() {
+            // Give the drained queue's memory back.
+            *replayed = VecDeque::new();
+        }
+        self.replayed_len
+            .store(replayed.len() as u64, Ordering::SeqCst);
+        self.len_ops.fetch_sub(1, Ordering::SeqCst);
+        self.len_bytes.fetch_sub(pending.bytes, Ordering::SeqCst);
+        Some(pending.op)
     }
 
     /// Wakes every writer waiting for room (after a batch was removed).
@@ -99,9 +172,17 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
     /// The latest buffered op at or below `op_key`: its key and the live count after it.
     #[must_use]
     pub fn latest_at_or_below(&self, op_key: u64) -> Option<(u64, u64)> {
-        self.ops
-            .upper_bound(std::ops::Bound::Included(&op_key))
-            .map(|entry| (*entry.key(), entry.value().count_after))
+        if let Some(entry) = self.ops.upper_bound(std::ops::Bound::Included(&op_key)) {
+            return Some((*entry.key(), entry.value().count_after));
+        }
+        // Every replayed op is below every op in the skiplist.
+        if self.replayed_len.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let replayed = self.replayed.read();
+        let above = replayed.partition_point(|(key, _)| *key <= op_key);
+        let (key, pending) = replayed.get(above.checked_sub(1)?)?;
+        Some((*key, pending.count_after))
     }
 
     /// Up to `max_ops` ops (and about `max_bytes`) with consecutive keys starting at `first`
@@ -114,17 +195,32 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
         max_ops: usize,
         max_bytes: u64,
     ) -> Vec<(u64, Arc<Op>, u64)> {
-        let mut run = Vec::new();
-        let mut bytes = 0;
-        for (expected, entry) in (first..).zip(self.ops.range(first..=last)) {
-            if *entry.key() != expected || run.len() >= max_ops || (bytes >= max_bytes) {
-                break;
+        let mut run = GaplessRun {
+            ops: Vec::new(),
+            bytes: 0,
+            expected: first,
+            last,
+            max_ops,
+            max_bytes,
+        };
+        // The replayed ops come first: they are below every op in the skiplist.
+        if self.replayed_len.load(Ordering::SeqCst) > 0 {
+            let replayed = self.replayed.read();
+            let start = replayed.partition_point(|(key, _)| *key < first);
+            for (key, pending) in replayed.range(start..) {
+                if !run.take(*key, pending) {
+                    return run.ops;
+                }
             }
-            let pending = entry.value();
-            bytes += pending.bytes;
-            run.push((expected, Arc::clone(&pending.op), pending.count_after));
         }
-        run
+        if run.expected <= last {
+            for entry in self.ops.range(run.expected..=last) {
+                if !run.take(*entry.key(), entry.value()) {
+                    break;
+                }
+            }
+        }
+        run.ops
     }
 
     /// Ops buffered.
@@ -178,6 +274,35 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
             let step = (deadline - now).min(Duration::from_millis(10));
             let _ = self.room_freed.wait_for(&mut guard, step);
         }
+    }
+}
+
+/// A gapless run being gathered for the flusher.
+struct GaplessRun<Op> {
+    ops: Vec<(u64, Arc<Op>, u64)>,
+    bytes: u64,
+    /// The key the next op must have.
+    expected: u64,
+    last: u64,
+    max_ops: usize,
+    max_bytes: u64,
+}
+
+impl<Op> GaplessRun<Op> {
+    /// Takes the op of `key` if it continues the run within its bounds; says whether it did.
+    fn take(&mut self, key: u64, pending: &PendingOp<Op>) -> bool {
+        if key != self.expected
+            || key > self.last
+            || self.ops.len() >= self.max_ops
+            || self.bytes >= self.max_bytes
+        {
+            return false;
+        }
+        self.bytes += pending.bytes;
+        self.ops
+            .push((key, Arc::clone(&pending.op), pending.count_after));
+        self.expected = key.saturating_add(1);
+        true
     }
 }
 
@@ -237,5 +362,60 @@ mod tests {
         assert!(empty.has_room(500, 2, 200));
         let deadline = Instant::now() + Duration::from_millis(20);
         assert!(!buffer.wait_for_room(10, 1, 200, deadline, || false));
+    }
+
+    #[test]
+    fn replayed_ops_are_read_and_drained_before_the_skiplist() {
+        let buffer = Buffer::default();
+        buffer.extend_replayed((1..=4).map(|key| (key, pending(10))));
+        buffer.extend_replayed([(5, pending(10))]);
+        assert_eq!((buffer.len_ops(), buffer.len_bytes()), (5, 50));
+        buffer.insert(6, pending(10));
+        buffer.insert(7, pending(10));
+        let keys = |run: Vec<(u64, Arc<u32>, u64)>| run.iter().map(|op| op.0).collect::<Vec<_>>();
+        assert_eq!(
+            keys(buffer.gapless_run(1, 10, 100, 1000)),
+            vec![1, 2, 3, 4, 5, 6, 7]
+        );
+        assert_eq!(keys(buffer.gapless_run(3, 6, 100, 1000)), vec![3, 4, 5, 6]);
+        assert_eq!(keys(buffer.gapless_run(2, 10, 3, 1000)), vec![2, 3, 4]);
+        assert_eq!(keys(buffer.gapless_run(4, 10, 100, 25)), vec![4, 5, 6]);
+        assert_eq!(keys(buffer.gapless_run(6, 10, 100, 1000)), vec![6, 7]);
+        assert!(buffer.gapless_run(8, 10, 100, 1000).is_empty());
+        assert_eq!(buffer.latest_at_or_below(3).map(|op| op.0), Some(3));
+        assert_eq!(buffer.latest_at_or_below(6).map(|op| op.0), Some(6));
+        assert_eq!(buffer.latest_at_or_below(0), None);
+        // The flusher drains from the front; a key in the middle goes too.
+        assert!(buffer.remove(1).is_some());
+        assert!(buffer.remove(1).is_none());
+        assert!(buffer.remove(3).is_some());
+        assert_eq!(keys(buffer.gapless_run(2, 10, 100, 1000)), vec![2]);
+        assert_eq!(keys(buffer.gapless_run(4, 10, 100, 1000)), vec![4, 5, 6, 7]);
+        assert_eq!(buffer.latest_at_or_below(3).map(|op| op.0), Some(2));
+        assert_eq!(buffer.latest_at_or_below(1), None);
+        for key in [2, 4, 5] {
+            assert!(buffer.remove(key).is_some());
+        }
+        assert_eq!((buffer.len_ops(), buffer.len_bytes()), (2, 20));
+        assert_eq!(buffer.latest_at_or_below(5), None);
+        assert_eq!(keys(buffer.gapless_run(6, 10, 100, 1000)), vec![6, 7]);
+        assert_eq!(buffer.peak_bytes(), 70);
+    }
+
+    #[test]
+    fn replayed_ops_with_a_gap_end_the_gapless_run_there() {
+        // Salvage may leave gaps in the replayed op keys.
+        let buffer = Buffer::default();
+        buffer.extend_replayed([(1, pending(1)), (2, pending(1)), (4, pending(1))]);
+        assert_eq!(buffer.gapless_run(1, 10, 100, 1000).len(), 2);
+        assert_eq!(buffer.gapless_run(4, 10, 100, 1000).len(), 1);
+        assert_eq!(buffer.latest_at_or_below(3).map(|op| op.0), Some(2));
+    }
+
+    #[test]
+    #[should_panic(expected = "ascending")]
+    fn replayed_ops_out_of_order_are_refused() {
+        let buffer = Buffer::default();
+        buffer.extend_replayed([(2, pending(1)), (1, pending(1))]);
     }
 }

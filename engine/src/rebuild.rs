@@ -7,16 +7,19 @@
 //! of [`CHUNK_RECORDS`]-record chunks:
 //!
 //! 1. the caller's thread scans the log and copies each replayed record into a chunk;
-//! 2. one decoder thread decodes a chunk into ops;
-//! 3. one thread indexes the chunk's ops in the overlay, in op-key order, while
-//! 4. another inserts them into the buffer.
+//! 2. one decoder thread decodes a chunk into ops and buffers them (a push each onto the
+//!    buffer's queue of replayed ops, [`Buffer::extend_replayed`]);
+//! 3. one thread per part of the schema's indexing ([`Schema::REPLAY_INDEX_PARTS`]) indexes
+//!    the chunk's ops in the overlay, in op-key order.
 //!
-//! The stages start with the first full chunk; a replay shorter than one chunk (most opens)
-//! is rebuilt on the caller's thread. Chunks flow in op-key order through every stage, so the overlay sees ops in the order the
-//! synchronous path would have given it. Each channel holds at most [`CHUNKS_IN_FLIGHT`]
-//! chunks, which bounds the memory of the pipeline itself. A record that fails to decode
-//! stops the pipeline: the scan is told to stop, and the open fails with
-//! [`Error::Decode`] naming the lowest op key that failed.
+//! Once every chunk went through, [`Schema::finish_replay`] completes the overlay on the
+//! caller's thread. The stages start with the first full chunk; a replay shorter than one
+//! chunk (most opens) is rebuilt on the caller's thread. Chunks flow in op-key order through
+//! every stage, so each part of the overlay sees ops in the order the synchronous path would
+//! have given it. Each channel holds at most [`CHUNKS_IN_FLIGHT`] chunks, which bounds the
+//! memory of the pipeline itself. A record that fails to decode stops the pipeline: the scan
+//! is told to stop, and the open fails with [`Error::Decode`] naming the lowest op key that
+//! failed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,16 +121,20 @@ impl<S: Schema> Clone for Target<'_, S> {
 impl<S: Schema> Copy for Target<'_, S> {}
 
 impl<'env, S: Schema> Target<'env, S> {
-    fn index(self, ops: &[(u64, PendingOp<S::Op>)]) {
-        for (op_key, pending) in ops {
-            self.schema.index(self.overlay, *op_key, &pending.op);
-        }
+    /// Indexes part `part` of each op.
+    fn index(self, part: usize, ops: &[(u64, PendingOp<S::Op>)]) {
+        self.schema.index_replayed(
+            self.overlay,
+            part,
+            ops.iter().map(|(op_key, pending)| (*op_key, &*pending.op)),
+        );
     }
 
     fn insert(self, ops: &[(u64, PendingOp<S::Op>)]) {
-        for (op_key, pending) in ops {
-            self.buffer.insert(*op_key, pending.clone());
-        }
+        self.buffer.extend_replayed(
+            ops.iter()
+                .map(|(op_key, pending)| (*op_key, pending.clone())),
+        );
     }
 
     /// Decodes a chunk; on a failure records it and returns `None`.
@@ -159,24 +166,22 @@ impl<'env, S: Schema> Target<'env, S> {
 }
 
 impl<'scope, 'env: 'scope, S: Schema> ChunkingSink<'scope, 'env, S> {
-    /// Starts the decode, index and buffer stages.
+    /// Starts the decode and index stages.
     fn start(&mut self) {
         let target = self.target;
         let (to_decoder, decoder_input) = sync_channel::<RawChunk>(CHUNKS_IN_FLIGHT);
-        let (to_indexer, indexer_input) = sync_channel::<DecodedChunk<S::Op>>(CHUNKS_IN_FLIGHT);
-        let (to_buffer, buffer_input) = sync_channel::<DecodedChunk<S::Op>>(CHUNKS_IN_FLIGHT);
+        let mut to_indexers = Vec::new();
+        for part in 0..S::REPLAY_INDEX_PARTS.max(1) {
+            let (to_indexer, indexer_input) = sync_channel::<DecodedChunk<S::Op>>(CHUNKS_IN_FLIGHT);
+            to_indexers.push(to_indexer);
+            self.scope.spawn(move || {
+                for chunk in indexer_input {
+                    target.index(part, &chunk);
+                }
+            });
+        }
         self.scope
-            .spawn(move || decode_stage(target, &decoder_input, &to_indexer, &to_buffer));
-        self.scope.spawn(move || {
-            for chunk in indexer_input {
-                target.index(&chunk);
-            }
-        });
-        self.scope.spawn(move || {
-            for chunk in buffer_input {
-                target.insert(&chunk);
-            }
-        });
+            .spawn(move || decode_stage(target, &decoder_input, &to_indexers));
         self.to_decoder = Some(to_decoder);
         self.started = true;
     }
@@ -204,7 +209,9 @@ impl<'scope, 'env: 'scope, S: Schema> ChunkingSink<'scope, 'env, S> {
         if self.started {
             self.send();
         } else if let Some(decoded) = self.target.decode(&self.chunk) {
-            self.target.index(&decoded);
+            for part in 0..S::REPLAY_INDEX_PARTS.max(1) {
+                self.target.index(part, &decoded);
+            }
             self.target.insert(&decoded);
         }
     }
@@ -233,7 +240,7 @@ impl<'scope, 'env: 'scope, S: Schema> Sink for ChunkingSink<'scope, 'env, S> {
 
 /// Runs `scan` (which replays the log into the sink it is given) with the rebuild pipeline
 /// behind it, and returns what `scan` returned once every replayed op is indexed in
-/// `overlay` and inserted into `buffer`.
+/// `overlay` (and [`Schema::finish_replay`] ran) and inserted into `buffer`.
 ///
 /// # Errors
 /// [`Error::Decode`] for the lowest op key whose record did not decode (whatever `scan`
@@ -264,25 +271,30 @@ pub(crate) fn rebuild<S: Schema, T>(
     });
     match failure.into_error() {
         Some(error) => Err(error),
-        None => Ok(scanned),
+        None => {
+            schema.finish_replay(overlay);
+            Ok(scanned)
+        }
     }
 }
 
-/// The decode stage: decodes each chunk and hands it to the indexer and the buffer.
+/// The decode stage: decodes each chunk, buffers its ops and hands it to the indexers.
 fn decode_stage<S: Schema>(
     target: Target<'_, S>,
     input: &Receiver<RawChunk>,
-    to_indexer: &SyncSender<DecodedChunk<S::Op>>,
-    to_buffer: &SyncSender<DecodedChunk<S::Op>>,
+    to_indexers: &[SyncSender<DecodedChunk<S::Op>>],
 ) {
     for raw in input {
         let Some(decoded) = target.decode(&raw) else {
             // Stopping closes the pipeline.
             return;
         };
+        target.insert(&decoded);
         let decoded = Arc::new(decoded);
-        if to_indexer.send(Arc::clone(&decoded)).is_err() || to_buffer.send(decoded).is_err() {
-            return;
+        for to_indexer in to_indexers {
+            if to_indexer.send(Arc::clone(&decoded)).is_err() {
+                return;
+            }
         }
     }
 }
@@ -402,6 +414,111 @@ mod tests {
         assert!(
             buffer.len_ops() < bad,
             "nothing at or after the bad record is buffered"
+        );
+    }
+
+    /// A mix of every kind of op: mostly adds (each with its own oid and one of a few
+    /// shared ones), removes and marks of earlier adds, re-adds of removed handles, resets.
+    fn mixed_ops(count: u64) -> Vec<ShapeOp> {
+        (1..=count)
+            .map(|i| match i % 13 {
+                3 => ShapeOp::Remove {
+                    handle: format!("h{}", i - 2),
+                    comparable: format!("c{}", i - 2).into_bytes(),
+                    oids: vec![],
+                },
+                5 => ShapeOp::Mark {
+                    handle: format!("h{}", i - 1),
+                    state: SnapshotState::Started,
+                },
+                7 if i % 3 == 0 => ShapeOp::Reset,
+                9 => {
+                    // The handle removed at i - 6, added again with a new comparable.
+                    let ShapeOp::Add(shape) = add(i - 8) else {
+                        unreachable!()
+                    };
+                    ShapeOp::Add(Arc::new(Shape {
+                        comparable: format!("again{i}").into_bytes(),
+                        relations: vec![Relation {
+                            oid: (i % 5) as u32,
+                            schema: "public".into(),
+                            table: "shared".into(),
+                        }],
+                        ..Shape::clone(&shape)
+                    }))
+                }
+                _ => add(i),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replayed_overlay_answers_as_one_indexed_op_by_op() {
+        let count = (CHUNK_RECORDS * 2 + 100) as u64;
+        let ops = mixed_ops(count);
+        let records: Vec<(u64, u8, Vec<u8>)> = ops
+            .iter()
+            .zip(1u64..)
+            .map(|(op, op_key)| {
+                let mut payload = op_key.to_le_bytes().to_vec();
+                ShapeSchema.encode(op, &mut payload);
+                (op_key, ShapeSchema.kind(op), payload)
+            })
+            .collect();
+        let replayed = ShapeOverlay::default();
+        let buffer = Buffer::default();
+        rebuild(&ShapeSchema, &replayed, &buffer, |sink| {
+            replay_into(sink, &records)
+        })
+        .expect("no decode error")
+        .expect("scan succeeds");
+        let indexed = ShapeOverlay::default();
+        for (op, op_key) in ops.iter().zip(1u64..) {
+            ShapeSchema.index(&indexed, op_key, op);
+        }
+        let listing = |overlay: &ShapeOverlay| {
+            let mut handles = Vec::new();
+            while let Some(next) = overlay.next_added_handle(handles.last().map(String::as_str)) {
+                handles.push(next);
+            }
+            handles
+        };
+        assert_eq!(listing(&replayed), listing(&indexed));
+        for view in [1, 100, CHUNK_RECORDS as u64 + 7, count - 1, u64::MAX] {
+            for i in 1..=count + 1 {
+                let handle = format!("h{i}");
+                assert_eq!(
+                    replayed.resolve(&handle, view),
+                    indexed.resolve(&handle, view),
+                    "{handle} at {view}"
+                );
+                for comparable in [format!("c{i}"), format!("again{i}")] {
+                    assert_eq!(
+                        replayed.resolve_comparable(comparable.as_bytes(), view),
+                        indexed.resolve_comparable(comparable.as_bytes(), view),
+                        "{comparable} at {view}"
+                    );
+                }
+                assert_eq!(
+                    replayed.presence.may_hold_handle(&handle),
+                    indexed.presence.may_hold_handle(&handle)
+                );
+            }
+            for oid in 0..10 {
+                let (mut from_replay, mut from_index) = (Vec::new(), Vec::new());
+                replayed.handles_with_oid(oid, view, &mut from_replay);
+                indexed.handles_with_oid(oid, view, &mut from_index);
+                assert_eq!(from_replay, from_index, "oid {oid} at {view}");
+            }
+        }
+        // And unindexing every op leaves both empty alike.
+        for (op, op_key) in ops.iter().zip(1u64..) {
+            ShapeSchema.unindex(&replayed, op_key, op);
+        }
+        assert!(listing(&replayed).is_empty());
+        assert_eq!(
+            replayed.resolve("h1", u64::MAX),
+            Resolved::Sqlite { mark: None }
         );
     }
 }

@@ -94,6 +94,38 @@ pub trait Schema: Send + Sync + 'static {
     /// a newer op for the same key stays (compare-and-delete).
     fn unindex(&self, overlay: &Self::Overlay, op_key: u64, op: &Self::Op);
 
+    /// Parts into which [`Schema::index_replayed`] splits the indexing of replayed ops: on
+    /// open, recovery runs each part on a thread of its own. The default, 1, indexes every
+    /// replayed op with [`Schema::index`] on one thread.
+    const REPLAY_INDEX_PARTS: usize = 1;
+
+    /// Indexes part `part` (in `0..REPLAY_INDEX_PARTS`) of each of `ops`, ops that recovery
+    /// replays from the log, in op-key order. Every part is called with every replayed op, in
+    /// chunks, and parts run at once on different threads, so they must touch disjoint
+    /// structures. A part may defer work to [`Schema::finish_replay`]. Together the parts
+    /// and `finish_replay` must leave the overlay as [`Schema::index`] of each op would. No
+    /// reader or writer uses the overlay until then. The default indexes each op with
+    /// [`Schema::index`] in part 0.
+    fn index_replayed<'op>(
+        &self,
+        overlay: &Self::Overlay,
+        part: usize,
+        ops: impl Iterator<Item = (u64, &'op Self::Op)>,
+    ) {
+        if part == 0 {
+            for (op_key, op) in ops {
+                self.index(overlay, op_key, op);
+            }
+        }
+    }
+
+    /// Called once recovery has indexed every replayed op with [`Schema::index_replayed`],
+    /// before the store serves anything: finishes what the parts deferred (e.g. builds an
+    /// ordered index in bulk). The default does nothing.
+    fn finish_replay(&self, overlay: &Self::Overlay) {
+        let _ = overlay;
+    }
+
     /// Applies a batch of ops, in op-key order, inside the flusher's transaction. The schema
     /// may coalesce ops that cancel and reorder writes for locality as long as the result is
     /// the state after applying every op in order.

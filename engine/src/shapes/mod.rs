@@ -114,6 +114,22 @@ impl Schema for ShapeSchema {
         overlay.unindex(op_key, op);
     }
 
+    /// The handles on one thread, the comparables and relations on another.
+    const REPLAY_INDEX_PARTS: usize = 2;
+
+    fn index_replayed<'op>(
+        &self,
+        overlay: &ShapeOverlay,
+        part: usize,
+        ops: impl Iterator<Item = (u64, &'op ShapeOp)>,
+    ) {
+        overlay.index_replayed(part, ops);
+    }
+
+    fn finish_replay(&self, overlay: &ShapeOverlay) {
+        overlay.finish_replay();
+    }
+
     fn apply(
         &self,
         tx: &rusqlite::Transaction<'_>,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crossbeam_skiplist::SkipMap;
 use hashbrown::HashTable;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
 use super::op::{Shape, ShapeOp, SnapshotState};
@@ -389,6 +389,10 @@ pub struct ShapeOverlay {
     relations: [RwLock<RelationShard>; SHARDS],
     /// Buffered adds in handle order, for listings.
     added: RwLock<BTreeSet<AddedKey>>,
+    /// Replayed adds awaiting [`ShapeOverlay::finish_replay`], which builds them into `added`
+    /// in one go (inserting them one by one, at random places in the ordered set, cost
+    /// several times more).
+    replayed_adds: Mutex<Vec<AddedKey>>,
     resets: SkipMap<u64, ()>,
     /// Every handle and comparable that may be in SQLite.
     pub(crate) presence: Presence,
@@ -398,10 +402,13 @@ pub struct ShapeOverlay {
 /// on open, extended by every add before it can reach SQLite, never shrunk (a removed key
 /// only costs a SQLite lookup). A key whose hash is absent is certainly not in SQLite, so
 /// the common case — adding a new shape — validates without reading SQLite.
+/// Handles and comparables are kept apart, so that replay can extend both at once from two
+/// threads.
 #[derive(Default)]
 pub(crate) struct Presence {
     state: foldhash::fast::RandomState,
-    hashes: RwLock<HashSet<u64, BuildHasherDefault<IdentityHasher>>>,
+    handles: RwLock<HashSet<u64, BuildHasherDefault<IdentityHasher>>>,
+    comparables: RwLock<HashSet<u64, BuildHasherDefault<IdentityHasher>>>,
 }
 
 /// The hashes are already uniform: hash them as themselves.
@@ -434,23 +441,34 @@ impl Presence {
 
     /// Records that `handle` and `comparable` may be in SQLite.
     pub(crate) fn insert(&self, handle: &str, comparable: &[u8]) {
-        let handle = self.hash(b'h', handle.as_bytes());
-        let comparable = self.hash(b'c', comparable);
-        let mut hashes = self.hashes.write();
-        hashes.insert(handle);
-        hashes.insert(comparable);
+        self.insert_handle(handle);
+        self.insert_comparable(comparable);
+    }
+
+    /// Records that `handle` may be in SQLite.
+    fn insert_handle(&self, handle: &str) {
+        let hash = self.hash(b'h', handle.as_bytes());
+        self.handles.write().insert(hash);
+    }
+
+    /// Records that `comparable` may be in SQLite.
+    fn insert_comparable(&self, comparable: &[u8]) {
+        let hash = self.hash(b'c', comparable);
+        self.comparables.write().insert(hash);
     }
 
     /// Whether SQLite may hold `handle`.
     pub(crate) fn may_hold_handle(&self, handle: &str) -> bool {
-        self.hashes
+        self.handles
             .read()
             .contains(&self.hash(b'h', handle.as_bytes()))
     }
 
     /// Whether SQLite may hold `comparable`.
     pub(crate) fn may_hold_comparable(&self, comparable: &[u8]) -> bool {
-        self.hashes.read().contains(&self.hash(b'c', comparable))
+        self.comparables
+            .read()
+            .contains(&self.hash(b'c', comparable))
     }
 }
 
@@ -515,6 +533,103 @@ impl ShapeOverlay {
                 self.resets.insert(op_key, ());
             }
         }
+    }
+
+    /// Indexes part `part` of replayed `ops` (see [`crate::Schema::index_replayed`]): part 0
+    /// the handles (their presence, their versions, resets, and the adds to list, which
+    /// [`ShapeOverlay::finish_replay`] builds into the ordered set), part 1 the comparables
+    /// (their presence and versions) and the relations.
+    pub(crate) fn index_replayed<'op>(
+        &self,
+        part: usize,
+        ops: impl Iterator<Item = (u64, &'op ShapeOp)>,
+    ) {
+        if part == 0 {
+            let mut replayed_adds = Vec::new();
+            for (op_key, op) in ops {
+                match op {
+                    ShapeOp::Add(shape) => {
+                        self.presence.insert_handle(&shape.handle);
+                        let handle = HandleKey::Shape(Arc::clone(shape));
+                        self.handles.insert(
+                            handle.clone(),
+                            op_key,
+                            HandleVersion::Added(Arc::clone(shape)),
+                        );
+                        replayed_adds.push(AddedKey::new(handle, op_key));
+                    }
+                    ShapeOp::Remove { handle, .. } => {
+                        self.handles.insert(
+                            HandleKey::owned(handle),
+                            op_key,
+                            HandleVersion::Removed,
+                        );
+                    }
+                    ShapeOp::Mark { handle, state } => {
+                        self.handles.insert(
+                            HandleKey::owned(handle),
+                            op_key,
+                            HandleVersion::Marked(*state),
+                        );
+                    }
+                    ShapeOp::Reset => {
+                        self.resets.insert(op_key, ());
+                    }
+                }
+            }
+            self.stage_replayed_adds(replayed_adds);
+        } else {
+            for (op_key, op) in ops {
+                match op {
+                    ShapeOp::Add(shape) => {
+                        self.presence.insert_comparable(&shape.comparable);
+                        let handle = HandleKey::Shape(Arc::clone(shape));
+                        self.comparables.insert(
+                            ComparableKey::Shape(Arc::clone(shape)),
+                            op_key,
+                            Some(handle.clone()),
+                        );
+                        for relation in &shape.relations {
+                            self.relation_shard(relation.oid)
+                                .write()
+                                .entry(relation.oid)
+                                .or_default()
+                                .insert(op_key, handle.clone());
+                        }
+                    }
+                    ShapeOp::Remove { comparable, .. } => {
+                        self.comparables.insert(
+                            ComparableKey::Owned(Arc::from(comparable.as_slice())),
+                            op_key,
+                            None,
+                        );
+                    }
+                    ShapeOp::Mark { .. } | ShapeOp::Reset => {}
+                }
+            }
+        }
+    }
+
+    /// Keeps a chunk's replayed adds for [`ShapeOverlay::finish_replay`], sorted: the final
+    /// sort then merges sorted runs, and the sorting of each chunk is done on an indexing
+    /// thread while the replay goes on.
+    fn stage_replayed_adds(&self, mut adds: Vec<AddedKey>) {
+        adds.sort_unstable();
+        self.replayed_adds.lock().append(&mut adds);
+    }
+
+    /// Adds the replayed adds to the ordered set of adds, in one bulk build.
+    pub(crate) fn finish_replay(&self) {
+        let mut replayed_adds = std::mem::take(&mut *self.replayed_adds.lock());
+        if replayed_adds.is_empty() {
+            return;
+        }
+        // A stable sort merges the sorted runs of the chunks. Collecting a sorted vector
+        // builds the tree in linear time; appending it to an empty set (the usual case) only
+        // swaps the two.
+        replayed_adds.sort();
+        let mut built: BTreeSet<AddedKey> = replayed_adds.into_iter().collect();
+        self.added.write().append(&mut built);
     }
 
     pub(crate) fn unindex(&self, op_key: u64, op: &ShapeOp) {
