@@ -46,6 +46,38 @@ pub fn intern_name(name: &str) -> Arc<str> {
     interned
 }
 
+/// Names a thread keeps at hand (see [`recent_name`]).
+const RECENT_NAMES: usize = 8;
+
+thread_local! {
+    /// The names this thread interned last, and where the next one goes: a decoder meets the
+    /// same few schema and table names over and over, and finding them here costs a few byte
+    /// comparisons instead of a UTF-8 check, a lock and a hash lookup in the shared set.
+    static RECENT: std::cell::RefCell<(usize, [Option<Arc<str>>; RECENT_NAMES])> =
+        const { std::cell::RefCell::new((0, [const { None }; RECENT_NAMES])) };
+}
+
+/// The interned name whose bytes are `bytes`, if this thread interned it recently.
+fn recent_name(bytes: &[u8]) -> Option<Arc<str>> {
+    RECENT.with_borrow(|(_, names)| {
+        names
+            .iter()
+            .flatten()
+            .find(|name| name.as_bytes() == bytes)
+            .cloned()
+    })
+}
+
+/// Keeps `name` among this thread's recent names, in place of the oldest.
+fn remember_name(name: &Arc<str>) {
+    RECENT.with_borrow_mut(|(next, names)| {
+        if let Some(slot) = names.get_mut(*next) {
+            *slot = Some(Arc::clone(name));
+        }
+        *next = (*next + 1) % RECENT_NAMES;
+    });
+}
+
 /// How far a shape's initial snapshot got. Ordered: marks only move it forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum SnapshotState {
@@ -315,8 +347,13 @@ impl<'a> Reader<'a> {
 
     fn name(&mut self) -> Result<Arc<str>, DecodeError> {
         let bytes = self.bytes()?;
+        if let Some(name) = recent_name(bytes) {
+            return Ok(name);
+        }
         let name = std::str::from_utf8(bytes).map_err(|_| self.error("string is not UTF-8"))?;
-        Ok(intern_name(name))
+        let name = intern_name(name);
+        remember_name(&name);
+        Ok(name)
     }
 
     fn relations(&mut self) -> Result<Vec<Relation>, DecodeError> {
@@ -400,5 +437,32 @@ mod tests {
     fn a_huge_count_does_not_allocate() {
         let bytes = [0xff, 0xff, 0xff, 0xff];
         assert!(decode_relations(&bytes).is_err());
+    }
+
+    #[test]
+    fn decoded_names_are_shared_and_still_checked() {
+        let relations = |schema: &[u8], table: &[u8]| {
+            let mut bytes = 1u32.to_le_bytes().to_vec();
+            bytes.extend_from_slice(&7u32.to_le_bytes());
+            for name in [schema, table] {
+                put_bytes(&mut bytes, name);
+            }
+            decode_relations(&bytes)
+        };
+        let first = relations(b"public", b"items").expect("decodes");
+        let again = relations(b"public", b"items").expect("decodes");
+        assert!(Arc::ptr_eq(&first[0].schema, &again[0].schema));
+        assert!(Arc::ptr_eq(&first[0].table, &again[0].table));
+        assert_eq!(&*again[0].table, "items");
+        // Not a recent name: checked as UTF-8 (same length as one, to be sure).
+        assert!(relations(b"public", b"ite\xffs").is_err());
+        // More distinct names than a thread keeps at hand: still right.
+        for round in 0..3 {
+            for table in 0..(RECENT_NAMES + 3) {
+                let name = format!("t{table}");
+                let decoded = relations(b"public", name.as_bytes()).expect("decodes");
+                assert_eq!(&*decoded[0].table, name, "round {round}");
+            }
+        }
     }
 }
