@@ -57,6 +57,12 @@ struct Entry<K, V> {
     versions: Versions<V>,
 }
 
+/// The shard of a key's hash: bits that the table itself does not use for the bucket (the low
+/// bits) or the tag (the top seven).
+fn shard_of(hash: u64) -> usize {
+    (hash >> 40) as usize % SHARDS
+}
+
 /// A sharded hash index from a key to its buffered versions.
 struct VersionIndex<K, V> {
     state: foldhash::fast::RandomState,
@@ -77,13 +83,35 @@ impl<K: Hash + Eq, V> VersionIndex<K, V> {
     /// table itself does not use for the bucket (the low bits) or the tag (the top seven).
     fn locate<Q: Hash + ?Sized>(&self, key: &Q) -> (u64, &RwLock<HashTable<Entry<K, V>>>) {
         let hash = self.state.hash_one(key);
-        let shard = (hash >> 40) as usize % SHARDS;
-        (hash, &self.shards[shard])
+        (hash, &self.shards[shard_of(hash)])
     }
 
     fn insert(&self, key: K, op_key: u64, value: V) {
         let (hash, shard) = self.locate(&key);
-        let mut shard = shard.write();
+        Self::insert_hashed(&mut shard.write(), hash, key, op_key, value);
+    }
+
+    /// Inserts many versions, in order, taking each shard's lock once (replay: a lock per
+    /// insert is a fence that keeps the processor from overlapping the cache misses of
+    /// successive inserts, and cost about as much again as the inserts themselves).
+    fn insert_many(&self, versions: impl IntoIterator<Item = (K, u64, V)>) {
+        let mut by_shard: [Vec<(u64, K, u64, V)>; SHARDS] = std::array::from_fn(|_| Vec::new());
+        for (key, op_key, value) in versions {
+            let hash = self.state.hash_one(&key);
+            by_shard[shard_of(hash)].push((hash, key, op_key, value));
+        }
+        for (shard, versions) in self.shards.iter().zip(by_shard) {
+            if versions.is_empty() {
+                continue;
+            }
+            let mut shard = shard.write();
+            for (hash, key, op_key, value) in versions {
+                Self::insert_hashed(&mut shard, hash, key, op_key, value);
+            }
+        }
+    }
+
+    fn insert_hashed(shard: &mut HashTable<Entry<K, V>>, hash: u64, key: K, op_key: u64, value: V) {
         match shard.entry(hash, |entry| entry.key == key, |entry| entry.hash) {
             hashbrown::hash_table::Entry::Occupied(mut occupied) => {
                 let versions = &mut occupied.get_mut().versions;
@@ -457,6 +485,22 @@ impl Presence {
         self.comparables.write().insert(hash);
     }
 
+    /// Records that each of `handles` may be in SQLite, under one hold of the lock.
+    fn insert_handles<'a>(&self, handles: impl Iterator<Item = &'a str>) {
+        let hashes: Vec<u64> = handles
+            .map(|handle| self.hash(b'h', handle.as_bytes()))
+            .collect();
+        self.handles.write().extend(hashes);
+    }
+
+    /// Records that each of `comparables` may be in SQLite, under one hold of the lock.
+    fn insert_comparables<'a>(&self, comparables: impl Iterator<Item = &'a [u8]>) {
+        let hashes: Vec<u64> = comparables
+            .map(|comparable| self.hash(b'c', comparable))
+            .collect();
+        self.comparables.write().extend(hashes);
+    }
+
     /// Whether SQLite may hold `handle`.
     pub(crate) fn may_hold_handle(&self, handle: &str) -> bool {
         self.handles
@@ -538,73 +582,91 @@ impl ShapeOverlay {
     /// Indexes part `part` of replayed `ops` (see [`crate::Schema::index_replayed`]): part 0
     /// the handles (their presence, their versions, resets, and the adds to list, which
     /// [`ShapeOverlay::finish_replay`] builds into the ordered set), part 1 the comparables
-    /// (their presence and versions) and the relations.
+    /// (their presence and versions) and the relations. Each index's entries of the chunk are
+    /// gathered first and inserted shard by shard, under one hold of each shard's lock.
     pub(crate) fn index_replayed<'op>(
         &self,
         part: usize,
         ops: impl Iterator<Item = (u64, &'op ShapeOp)>,
     ) {
         if part == 0 {
+            let mut versions = Vec::new();
             let mut replayed_adds = Vec::new();
             for (op_key, op) in ops {
                 match op {
                     ShapeOp::Add(shape) => {
-                        self.presence.insert_handle(&shape.handle);
                         let handle = HandleKey::Shape(Arc::clone(shape));
-                        self.handles.insert(
+                        versions.push((
                             handle.clone(),
                             op_key,
                             HandleVersion::Added(Arc::clone(shape)),
-                        );
+                        ));
                         replayed_adds.push(AddedKey::new(handle, op_key));
                     }
                     ShapeOp::Remove { handle, .. } => {
-                        self.handles.insert(
-                            HandleKey::owned(handle),
-                            op_key,
-                            HandleVersion::Removed,
-                        );
+                        versions.push((HandleKey::owned(handle), op_key, HandleVersion::Removed));
                     }
                     ShapeOp::Mark { handle, state } => {
-                        self.handles.insert(
+                        versions.push((
                             HandleKey::owned(handle),
                             op_key,
                             HandleVersion::Marked(*state),
-                        );
+                        ));
                     }
                     ShapeOp::Reset => {
                         self.resets.insert(op_key, ());
                     }
                 }
             }
+            self.presence
+                .insert_handles(replayed_adds.iter().map(|added| added.handle.as_str()));
+            self.handles.insert_many(versions);
             self.stage_replayed_adds(replayed_adds);
         } else {
+            let mut versions = Vec::new();
+            let mut relations: [Vec<(u32, u64, HandleKey)>; SHARDS] =
+                std::array::from_fn(|_| Vec::new());
             for (op_key, op) in ops {
                 match op {
                     ShapeOp::Add(shape) => {
-                        self.presence.insert_comparable(&shape.comparable);
                         let handle = HandleKey::Shape(Arc::clone(shape));
-                        self.comparables.insert(
+                        for relation in &shape.relations {
+                            relations[relation.oid as usize % SHARDS].push((
+                                relation.oid,
+                                op_key,
+                                handle.clone(),
+                            ));
+                        }
+                        versions.push((
                             ComparableKey::Shape(Arc::clone(shape)),
                             op_key,
-                            Some(handle.clone()),
-                        );
-                        for relation in &shape.relations {
-                            self.relation_shard(relation.oid)
-                                .write()
-                                .entry(relation.oid)
-                                .or_default()
-                                .insert(op_key, handle.clone());
-                        }
+                            Some(handle),
+                        ));
                     }
                     ShapeOp::Remove { comparable, .. } => {
-                        self.comparables.insert(
+                        versions.push((
                             ComparableKey::Owned(Arc::from(comparable.as_slice())),
                             op_key,
                             None,
-                        );
+                        ));
                     }
                     ShapeOp::Mark { .. } | ShapeOp::Reset => {}
+                }
+            }
+            self.presence.insert_comparables(
+                versions
+                    .iter()
+                    .filter(|(_, _, holder)| holder.is_some())
+                    .map(|(comparable, _, _)| comparable.as_bytes()),
+            );
+            self.comparables.insert_many(versions);
+            for (shard, entries) in self.relations.iter().zip(relations) {
+                if entries.is_empty() {
+                    continue;
+                }
+                let mut shard = shard.write();
+                for (oid, op_key, handle) in entries {
+                    shard.entry(oid).or_default().insert(op_key, handle);
                 }
             }
         }
