@@ -390,6 +390,7 @@ pub fn sim_store_config() -> walbuf::store::StoreConfig {
             sync_policy: walbuf::SyncPolicy::Sync,
             idle_mark_ms: 1,
             prepare_ahead: false,
+            ..Config::default()
         },
         batch_ops_max: 8,
         flush_interval_ms: 1,

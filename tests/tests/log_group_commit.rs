@@ -103,3 +103,50 @@ fn the_sync_counter_matches_the_syncs_the_disk_received() {
         stats.appends
     );
 }
+
+/// The simulated disk with a device latency, and a log on it.
+fn sim_log(config: Config) -> (Log<SimStorage>, walbuf_tests::sim::SimDisk) {
+    let storage = SimStorage::new();
+    let disk = storage.disk();
+    disk.set_sync_delay(std::time::Duration::from_micros(200));
+    let (log, _, _) = open_collect(
+        storage,
+        Config {
+            prepare_ahead: false,
+            ..config
+        },
+        Options::default(),
+    )
+    .expect("open");
+    (log, disk)
+}
+
+/// Gathering (waiting for the writers the last sync released before starting the next one)
+/// must never delay a lone writer: each of its syncs wakes one waiter, so none waits.
+#[test]
+fn a_lone_sync_writer_never_gathers() {
+    let (log, _disk) = sim_log(config());
+    for index in 0..200u32 {
+        log.append(1, &index.to_le_bytes()).expect("append");
+    }
+    let stats = log.stats();
+    assert_eq!(stats.gathers, 0, "a lone writer waited for company: {stats:?}");
+    assert!(stats.syncs >= 200, "one sync per acknowledged append: {stats:?}");
+}
+
+/// With 8 writers the sync thread gathers them (its counter moves), and with gathering off
+/// it never waits; both keep every append acknowledged only once durable (`hammer`).
+#[test]
+fn eight_sync_writers_are_gathered_unless_gathering_is_off() {
+    let (log, _disk) = sim_log(config());
+    let on = hammer(log).expect("workload");
+    eprintln!("gathering on: {on:?}");
+    assert!(on.gathers > 0, "8 writers were never gathered: {on:?}");
+    let (log, _disk) = sim_log(Config {
+        group_commit_wait_us: 0,
+        ..config()
+    });
+    let off = hammer(log).expect("workload");
+    eprintln!("gathering off: {off:?}");
+    assert_eq!(off.gathers, 0, "gathering is off: {off:?}");
+}

@@ -61,6 +61,13 @@ pub struct Config {
     /// deterministic sequence of file operations turn it off; rotation then creates the next
     /// segment itself.
     pub prepare_ahead: bool,
+    /// Group commit's gathering bound, in microseconds (default 200; 0 turns gathering off).
+    /// When the last sync woke several waiting writers, a request for the next sync waits
+    /// until as many writers have asked again, or half the recent sync time, or this long,
+    /// whichever comes first, so that one sync covers them all instead of the first one
+    /// back. A lone writer never waits: gathering starts only after a sync that covered two
+    /// or more.
+    pub group_commit_wait_us: u64,
 }
 
 impl Default for Config {
@@ -71,6 +78,7 @@ impl Default for Config {
             sync_policy: SyncPolicy::Sync,
             idle_mark_ms: 10,
             prepare_ahead: true,
+            group_commit_wait_us: 200,
         }
     }
 }

@@ -41,7 +41,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use walbuf_recovery::format::{
     MAX_USER_KIND, RecordKind, SEGMENT_HEADER_LEN, SYNC_MARK_PAYLOAD_LEN, SegmentHeader,
     encode_record_header, encode_record_trailer, frame_len, padded_frame_len, record_checksum,
@@ -87,6 +87,9 @@ pub struct Stats {
     pub syncs: u64,
     /// Sync marks written since open.
     pub sync_marks: u64,
+    /// Syncs that first waited for more writers to ask for them (group commit's gathering,
+    /// see [`Config::group_commit_wait_us`]).
+    pub gathers: u64,
     /// Segment rotations since open.
     pub rotations: u64,
     /// Segments deleted by [`Log::truncate_before`] since open.
@@ -165,6 +168,12 @@ struct Durable {
 struct Signal {
     /// An appender (or `sync()`) waits for durability.
     requested: bool,
+    /// Requests for durability since the last sync started.
+    requests: usize,
+    /// The sync thread gathers requests: wake it once `requests` reaches `gather_target`.
+    gathering: bool,
+    /// See `gathering`.
+    gather_target: usize,
     /// Appends completed another chunk of the segment: write it back (see
     /// [`WRITEBACK_CHUNK_BYTES_MAX`]).
     writeback: bool,
@@ -178,6 +187,10 @@ struct Signal {
 struct PrepareSlot<F> {
     ready: Option<(F, String)>,
     failed: Option<Error>,
+    /// The prepare thread is creating a segment: a rotation waits for it rather than
+    /// creating a second one (on a nearly full disk, the second could fail for want of the
+    /// space the first is taking).
+    preparing: bool,
     stop: bool,
 }
 
@@ -187,6 +200,7 @@ struct Counters {
     bytes_appended: AtomicU64,
     syncs: AtomicU64,
     sync_marks: AtomicU64,
+    gathers: AtomicU64,
     rotations: AtomicU64,
     segments_retired: AtomicU64,
 }
@@ -404,6 +418,7 @@ impl<S: Storage> Log<S> {
             prepare: Mutex::new(PrepareSlot {
                 ready: None,
                 failed: None,
+                preparing: false,
                 stop: false,
             }),
             prepare_changed: Condvar::new(),
@@ -584,6 +599,7 @@ impl<S: Storage> Log<S> {
             bytes_appended: counters.bytes_appended.load(Ordering::Relaxed),
             syncs: counters.syncs.load(Ordering::Relaxed),
             sync_marks: counters.sync_marks.load(Ordering::Relaxed),
+            gathers: counters.gathers.load(Ordering::Relaxed),
             rotations: counters.rotations.load(Ordering::Relaxed),
             segments_retired: counters.segments_retired.load(Ordering::Relaxed),
             segments,
@@ -868,11 +884,13 @@ impl<S: Storage> Shared<S> {
         }
     }
 
-    /// Asks the sync thread for a sync (waking it if it sleeps).
+    /// Asks the sync thread for a sync (waking it if it sleeps, or if it gathers requests
+    /// and this one completes the group).
     fn request_sync(&self) {
         let mut signal = self.signal.lock();
         signal.requested = true;
-        if signal.sleeping {
+        signal.requests += 1;
+        if signal.sleeping || (signal.gathering && signal.requests >= signal.gather_target) {
             self.signal_changed.notify_one();
         }
     }
@@ -988,6 +1006,9 @@ impl<S: Storage> Shared<S> {
     fn take_prepared(&self) -> Result<(S::Segment, String)> {
         let taken = {
             let mut prepare = self.prepare.lock();
+            while prepare.preparing && !prepare.stop {
+                self.prepare_changed.wait(&mut prepare);
+            }
             let taken = prepare.ready.take();
             prepare.failed = None;
             self.prepare_changed.notify_all();
@@ -1014,10 +1035,13 @@ impl<S: Storage> Shared<S> {
                 if prepare.stop {
                     return;
                 }
+                prepare.preparing = true;
             }
             let number = self.prepared_count.fetch_add(1, Ordering::Relaxed);
             let result = create_prepared(&self.storage, &self.config, number);
             let mut prepare = self.prepare.lock();
+            prepare.preparing = false;
+            self.prepare_changed.notify_all();
             match result {
                 Ok(prepared) if prepare.stop => {
                     let _ = self.storage.remove(&prepared.1);
@@ -1045,6 +1069,7 @@ impl<S: Storage> Shared<S> {
         let mut idle_mark_due: Option<Instant> = None;
         // How far the published segment (by sequence) has been written back.
         let mut written_back = (0, 0);
+        let mut gather = Gather::new(self.config.group_commit_wait_us);
         loop {
             let (stop, writeback_only) = {
                 let mut signal = self.signal.lock();
@@ -1055,11 +1080,14 @@ impl<S: Storage> Shared<S> {
                     let now = Instant::now();
                     if signal.requested {
                         signal.requested = false;
+                        self.gather_requests(&mut signal, &gather);
+                        signal.requests = 0;
                         break (false, false);
                     }
                     if next_periodic.is_some_and(|due| due <= now)
                         || idle_mark_due.is_some_and(|due| due <= now)
                     {
+                        signal.requests = 0;
                         break (false, false);
                     }
                     if signal.writeback {
@@ -1106,12 +1134,33 @@ impl<S: Storage> Shared<S> {
             if next_periodic.is_some_and(|due| due <= now) {
                 next_periodic = periodic.map(|interval| now + interval);
             }
-            match self.sync_once() {
-                Ok(true) => idle_mark_due = Some(Instant::now() + self.config.idle_mark_delay()),
-                Ok(false) => idle_mark_due = None,
-                Err(_) => {}
+            let started = Instant::now();
+            if let Ok(outcome) = self.sync_once() {
+                gather.synced(&outcome, started.elapsed());
+                idle_mark_due = outcome
+                    .advanced
+                    .then(|| Instant::now() + self.config.idle_mark_delay());
             }
         }
+    }
+
+    /// Group commit's gathering: when the last sync woke several writers, waits (with the
+    /// signal lock released) until as many have asked for the next sync, or the gathering
+    /// bound passes, or the log stops or fails.
+    fn gather_requests(&self, signal: &mut MutexGuard<'_, Signal>, gather: &Gather) {
+        let Some(wait) = gather.wait(signal.requests) else {
+            return;
+        };
+        let deadline = Instant::now() + wait;
+        signal.gather_target = gather.target;
+        signal.gathering = true;
+        self.counters.gathers.fetch_add(1, Ordering::Relaxed);
+        while signal.requests < gather.target && !signal.stop && !self.is_failed() {
+            if self.signal_changed.wait_until(signal, deadline).timed_out() {
+                break;
+            }
+        }
+        signal.gathering = false;
     }
 
     /// Writes back the published part of the published segment from where the last call
@@ -1148,8 +1197,9 @@ impl<S: Storage> Shared<S> {
 
     /// One sync: writes a sync mark claiming what the previous sync made durable, syncs every
     /// published record (and the mark), advances the durable key and wakes its waiters.
-    /// Returns whether new records became durable (so that a later idle mark is worth it).
-    fn sync_once(&self) -> Result<bool> {
+    /// Returns whether new records became durable (so that a later idle mark is worth it) and
+    /// how many waiters it woke.
+    fn sync_once(&self) -> Result<SyncOutcome> {
         // The mark is written under the append lock, so that a rotation (which holds it) can
         // never sync the segment while the mark is half written.
         let mark_end = {
@@ -1184,7 +1234,7 @@ impl<S: Storage> Shared<S> {
         let durable = *self.durable.lock();
         if segment.sequence < durable.sequence || (key <= durable.key && mark_end.is_none()) {
             // A rotation already made all of it durable, or there is nothing new.
-            return Ok(false);
+            return Ok(SyncOutcome::default());
         }
         let sync_end = match mark_end {
             Some((sequence, mark_end)) if sequence == segment.sequence => end.max(mark_end),
@@ -1206,7 +1256,61 @@ impl<S: Storage> Shared<S> {
             durable.key = durable.key.max(key);
         }
         self.durable_key.fetch_max(key, Ordering::SeqCst);
-        self.durable_waiters.wake_up_to(key);
-        Ok(advanced)
+        let woken = self.durable_waiters.wake_up_to(key);
+        Ok(SyncOutcome { advanced, woken })
+    }
+}
+
+/// What one [`Shared::sync_once`] did.
+#[derive(Debug, Default, Clone, Copy)]
+struct SyncOutcome {
+    /// New records became durable.
+    advanced: bool,
+    /// Waiters it woke.
+    woken: usize,
+}
+
+/// The sync thread's memory for group commit's gathering (see
+/// [`Config::group_commit_wait_us`]).
+#[derive(Debug)]
+struct Gather {
+    /// The bound from the configuration; zero: never gather.
+    wait_max: std::time::Duration,
+    /// Waiters the last sync woke: about how many writers will ask for the next one.
+    target: usize,
+    /// A moving average of recent syncs' durations.
+    sync_time: std::time::Duration,
+}
+
+impl Gather {
+    fn new(wait_max_us: u64) -> Self {
+        Self {
+            wait_max: std::time::Duration::from_micros(wait_max_us),
+            target: 0,
+            sync_time: std::time::Duration::ZERO,
+        }
+    }
+
+    /// How long to gather when `requests` have arrived, if at all: never for a lone writer,
+    /// never once the group is complete, and at most half the recent sync time (waiting
+    /// longer than that costs the writers already waiting more than a second sync would).
+    fn wait(&self, requests: usize) -> Option<std::time::Duration> {
+        if self.wait_max.is_zero() || self.target < 2 || requests >= self.target {
+            return None;
+        }
+        Some(self.wait_max.min(self.sync_time / 2))
+    }
+
+    /// Learns from a sync that took `elapsed`.
+    fn synced(&mut self, outcome: &SyncOutcome, elapsed: std::time::Duration) {
+        if !outcome.advanced {
+            return;
+        }
+        self.target = outcome.woken;
+        self.sync_time = if self.sync_time.is_zero() {
+            elapsed
+        } else {
+            (self.sync_time * 7 + elapsed) / 8
+        };
     }
 }

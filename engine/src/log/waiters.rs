@@ -37,10 +37,11 @@ impl Waiters {
         }
     }
 
-    /// Wakes every waiter whose key is at most `key`. Call after storing the new progress.
-    pub(crate) fn wake_up_to(&self, key: u64) {
+    /// Wakes every waiter whose key is at most `key`, and returns how many. Call after
+    /// storing the new progress.
+    pub(crate) fn wake_up_to(&self, key: u64) -> usize {
         if self.queued.load(Ordering::SeqCst) == 0 {
-            return;
+            return 0;
         }
         let mut woken = Vec::new();
         {
@@ -55,9 +56,11 @@ impl Waiters {
             });
             self.queued.store(queue.len(), Ordering::SeqCst);
         }
+        let count = woken.len();
         for thread in woken {
             thread.unpark();
         }
+        count
     }
 
     /// Wakes every waiter (the log failed or closed).
