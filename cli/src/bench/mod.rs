@@ -107,6 +107,7 @@
 //! | `walbuf-list_shapes` | `list_shapes`, the first 1 000 shapes in handle order; ops = shapes listed, latency per listing | `sqlite-list_shapes` (`ORDER BY handle LIMIT 1000`) |
 //! | `walbuf-handle_for_shape-buffered-burst` | buffered `handle_for_shape` while a writer thread adds shapes | `walbuf-handle_for_shape-buffered-quiet` (no writer) |
 //! | `sqlite-handle_for_shape-burst` | the SQLite lookup while a writer on another connection commits shapes, 100 per transaction | `sqlite-handle_for_shape-quiet` |
+//! | `walbuf-handle_for_shape-buffered-100k` | buffered `handle_for_shape` in a second fixture of 200 k shapes (100 k buffered: the size issue 6's read target names), full and `--quick` runs alike | `sqlite-handle_for_shape-100k` (the same fixture's SQLite lookup) |
 //!
 //! The burst rows' ratio is lookups/s under the burst ÷ without; the targets compare their
 //! p99s.
@@ -224,6 +225,9 @@ const SUSTAINED_TRIALS: usize = 2;
 const SUSTAINED_WRITERS: usize = 1;
 /// Shapes in the `read` fixture (full run, `--quick`).
 const READ_SHAPES: [u64; 2] = [1_000_000, 10_000];
+/// Shapes in the second `read` fixture, half of them buffered: the read target's 100 k
+/// buffered shapes.
+const TARGET_READ_SHAPES: u64 = 200_000;
 /// Shapes already in SQLite and ops drained by the `walbuf-flush-drain*` rows (full run,
 /// `--quick`).
 const DRAIN_SHAPES: [(u64, u64); 2] = [(200_000, 50_000), (50_000, 25_000)];
@@ -275,6 +279,9 @@ enum System {
     ListShapes { sqlite: bool },
     /// `read`: buffered (or `sqlite`: baseline) `handle_for_shape` lookups under `load`.
     ReadUnderLoad { sqlite: bool, load: Load },
+    /// `read`: buffered (or `sqlite`: baseline) `handle_for_shape` lookups in the fixture of
+    /// [`TARGET_READ_SHAPES`].
+    ReadAtTarget { sqlite: bool },
     /// `recovery`: open after a kill with this many unflushed ops.
     Recovery(u64),
     /// `engines`: an embedded engine running a key–value workload.
@@ -331,6 +338,8 @@ impl System {
                 (true, Load::Quiet) => "sqlite-handle_for_shape-quiet",
                 (true, Load::Burst) => "sqlite-handle_for_shape-burst",
             },
+            Self::ReadAtTarget { sqlite: false } => "walbuf-handle_for_shape-buffered-100k",
+            Self::ReadAtTarget { sqlite: true } => "sqlite-handle_for_shape-100k",
             Self::Recovery(0) => "walbuf-recovery-empty",
             Self::Recovery(_) => "walbuf-recovery",
             #[cfg(feature = "compare")]
@@ -521,6 +530,12 @@ fn plan(quick: bool) -> Vec<Planned> {
         ));
     }
 
+    rows.push(Planned::new(
+        "read",
+        Subject::new(System::ReadAtTarget { sqlite: false }, 1),
+        Some(Subject::new(System::ReadAtTarget { sqlite: true }, 1)),
+    ));
+
     for &ops in [0].iter().chain(RECOVERY_OPS[size]) {
         rows.push(Planned::new(
             "recovery",
@@ -556,6 +571,8 @@ struct Bench {
     read_shapes: u64,
     /// The `read` fixture, built by its first trial.
     read_fixture: Option<Fixture>,
+    /// The `read` fixture of [`TARGET_READ_SHAPES`], built by its first trial.
+    target_read_fixture: Option<Fixture>,
     /// The `engines` group's files and read fixtures.
     #[cfg(feature = "compare")]
     engines: engines::Engines,
@@ -650,6 +667,15 @@ impl Bench {
             System::ReadUnderLoad { sqlite, load } => {
                 self.read_fixture()?.burst_trial(sqlite, load, duration)
             }
+            System::ReadAtTarget { sqlite } => {
+                let source = if sqlite {
+                    Source::Sqlite
+                } else {
+                    Source::Buffered
+                };
+                self.target_read_fixture()?
+                    .trial(ReadOp::HandleForShape, source, duration)
+            }
             System::Recovery(ops) => recovery_rows::trial(directory, ops),
             #[cfg(feature = "compare")]
             System::Engine(case) => self.engines.trial(case, writers, duration),
@@ -660,19 +686,33 @@ impl Bench {
 impl Bench {
     /// The `read` fixture, built by the first call.
     fn read_fixture(&mut self) -> anyhow::Result<&Fixture> {
-        if self.read_fixture.is_none() {
-            eprintln!(
-                "building the read fixture: {} shapes, half flushed",
-                self.read_shapes
-            );
-            let started = std::time::Instant::now();
-            self.read_fixture = Some(Fixture::build(&self.directory, self.read_shapes)?);
-            eprintln!("built the read fixture in {:.1?}", started.elapsed());
-        }
-        self.read_fixture
-            .as_ref()
-            .context("the read fixture was not built")
+        let shapes = self.read_shapes;
+        build_once(&mut self.read_fixture, &self.directory, shapes)
     }
+
+    /// The `read` fixture of [`TARGET_READ_SHAPES`], built by the first call.
+    fn target_read_fixture(&mut self) -> anyhow::Result<&Fixture> {
+        build_once(
+            &mut self.target_read_fixture,
+            &self.directory,
+            TARGET_READ_SHAPES,
+        )
+    }
+}
+
+/// The read fixture in `slot`, built (in a fresh directory under `directory`) if not yet.
+fn build_once<'a>(
+    slot: &'a mut Option<Fixture>,
+    directory: &Path,
+    shapes: u64,
+) -> anyhow::Result<&'a Fixture> {
+    if slot.is_none() {
+        eprintln!("building a read fixture: {shapes} shapes, half flushed");
+        let started = std::time::Instant::now();
+        *slot = Some(Fixture::build(directory, shapes)?);
+        eprintln!("built the read fixture in {:.1?}", started.elapsed());
+    }
+    slot.as_ref().context("the read fixture was not built")
 }
 
 /// The default parent of the run's directory: `bench-tmp/` in the cargo target directory the
@@ -747,6 +787,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         pressure_of: HashMap::new(),
         read_shapes: READ_SHAPES[size],
         read_fixture: None,
+        target_read_fixture: None,
         #[cfg(feature = "compare")]
         engines: engines::Engines::new(run_directory.path(), args.quick),
         drain_shapes: DRAIN_SHAPES[size],
@@ -804,7 +845,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if let Some(fixture) = bench.read_fixture.take() {
+    for fixture in [bench.read_fixture.take(), bench.target_read_fixture.take()]
+        .into_iter()
+        .flatten()
+    {
         fixture.remove()?;
     }
     #[cfg(feature = "compare")]
@@ -828,6 +872,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             System::Read(..) | System::ListShapes { .. } | System::ReadUnderLoad { .. } => {
                 row.shapes = Some(bench.read_shapes);
             }
+            System::ReadAtTarget { .. } => row.shapes = Some(TARGET_READ_SHAPES),
             _ => {}
         }
         row
@@ -1110,10 +1155,17 @@ fn print_targets(output: &[Row]) {
             verdict(ratio >= 0.9)
         ));
     }
-    if let Some(row) = find("walbuf-handle_for_shape-buffered", 1) {
-        let sqlite = find("sqlite-handle_for_shape", 1);
+    // The target names 100 k buffered shapes: its row, else the 1 M fixture's.
+    let target_row = find("walbuf-handle_for_shape-buffered-100k", 1)
+        .map(|row| (row, find("sqlite-handle_for_shape-100k", 1)))
+        .or_else(|| {
+            find("walbuf-handle_for_shape-buffered", 1)
+                .map(|row| (row, find("sqlite-handle_for_shape", 1)))
+        });
+    if let Some((row, sqlite)) = target_row {
+        let buffered = row.shapes.map_or(0, |shapes| shapes / 2);
         lines.push(format!(
-            "- buffered handle_for_shape p50 ≤ 1 µs: {:.2} µs → {}",
+            "- buffered handle_for_shape p50 ≤ 1 µs ({buffered} buffered shapes): {:.2} µs → {}",
             row.p50_us,
             verdict(row.p50_us <= 1.0)
         ));
