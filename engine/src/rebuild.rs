@@ -22,8 +22,9 @@
 //! failed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use walbuf_recovery::format::Record;
@@ -69,6 +70,24 @@ pub(crate) fn decode_op<S: Schema>(
     Ok((u64::from_le_bytes(*prefix), op))
 }
 
+/// How long each stage was at work (not waiting on a channel), in nanoseconds: reported by a
+/// `debug` event at the end of a replay that started the pipeline. A stage busy for about as
+/// long as the replay took bounds it.
+#[derive(Default)]
+struct StageTimes {
+    /// The caller's thread (the scan, and the rest of the log's open), but for its waits to
+    /// hand a chunk on.
+    scan_ns: AtomicU64,
+    decode_ns: AtomicU64,
+    /// Each indexing part, by part.
+    index_ns: Mutex<Vec<u64>>,
+}
+
+/// Nanoseconds since `started`, saturated.
+fn nanos_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// The first decode failure, by op key.
 #[derive(Default)]
 struct Failure {
@@ -102,6 +121,10 @@ struct ChunkingSink<'scope, 'env, S: Schema> {
     /// The pipeline's input, once started; `None` again if its decoder stopped.
     to_decoder: Option<SyncSender<RawChunk>>,
     started: bool,
+    /// Records handed to the pipeline or rebuilt here.
+    records: u64,
+    /// Time the scan waited for the decoder to take a chunk.
+    send_wait_ns: u64,
 }
 
 /// Where replayed ops go.
@@ -110,6 +133,7 @@ struct Target<'env, S: Schema> {
     overlay: &'env S::Overlay,
     buffer: &'env Buffer<S::Op>,
     failure: &'env Failure,
+    times: &'env StageTimes,
 }
 
 impl<S: Schema> Clone for Target<'_, S> {
@@ -175,8 +199,18 @@ impl<'scope, 'env: 'scope, S: Schema> ChunkingSink<'scope, 'env, S> {
             let (to_indexer, indexer_input) = sync_channel::<DecodedChunk<S::Op>>(CHUNKS_IN_FLIGHT);
             to_indexers.push(to_indexer);
             self.scope.spawn(move || {
+                let mut busy_ns = 0;
                 for chunk in indexer_input {
+                    let started = Instant::now();
                     target.index(part, &chunk);
+                    busy_ns += nanos_since(started);
+                }
+                let mut index_ns = target.times.index_ns.lock();
+                if index_ns.len() <= part {
+                    index_ns.resize(part + 1, 0);
+                }
+                if let Some(slot) = index_ns.get_mut(part) {
+                    *slot = busy_ns;
                 }
             });
         }
@@ -192,12 +226,14 @@ impl<'scope, 'env: 'scope, S: Schema> ChunkingSink<'scope, 'env, S> {
             self.start();
         }
         let chunk = std::mem::take(&mut self.chunk);
+        let started = Instant::now();
         if let Some(sender) = &self.to_decoder
             && sender.send(chunk).is_err()
         {
             // The decoder stopped on a failure; the scan stops at the next record.
             self.to_decoder = None;
         }
+        self.send_wait_ns += nanos_since(started);
     }
 
     /// Hands on the last, partial chunk — or, if the pipeline never started, rebuilds it
@@ -227,6 +263,7 @@ impl<'scope, 'env: 'scope, S: Schema> Sink for ChunkingSink<'scope, 'env, S> {
         {
             return Err("an earlier record failed to decode".into());
         }
+        self.records += 1;
         self.chunk.bytes.extend_from_slice(record.payload);
         self.chunk
             .records
@@ -252,6 +289,8 @@ pub(crate) fn rebuild<S: Schema, T>(
     scan: impl FnOnce(&mut dyn Sink) -> T,
 ) -> Result<T, Error> {
     let failure = Failure::default();
+    let times = StageTimes::default();
+    let replay_started = Instant::now();
     let scanned = std::thread::scope(|scope| {
         let mut sink = ChunkingSink {
             chunk: RawChunk::default(),
@@ -261,21 +300,41 @@ pub(crate) fn rebuild<S: Schema, T>(
                 overlay,
                 buffer,
                 failure: &failure,
+                times: &times,
             },
             to_decoder: None,
             started: false,
+            records: 0,
+            send_wait_ns: 0,
         };
         let scanned = scan(&mut sink);
+        let (started, records) = (sink.started, sink.records);
+        times.scan_ns.store(
+            nanos_since(replay_started).saturating_sub(sink.send_wait_ns),
+            Ordering::Relaxed,
+        );
         sink.finish();
-        scanned
+        (scanned, started, records)
     });
-    match failure.into_error() {
-        Some(error) => Err(error),
-        None => {
-            schema.finish_replay(overlay);
-            Ok(scanned)
-        }
+    let (scanned, pipelined, records) = scanned;
+    if let Some(error) = failure.into_error() {
+        return Err(error);
     }
+    let finish_started = Instant::now();
+    schema.finish_replay(overlay);
+    if pipelined {
+        let ms = |ns: u64| ns / 1_000_000;
+        tracing::debug!(
+            records,
+            elapsed_ms = ms(nanos_since(replay_started)),
+            scan_busy_ms = ms(times.scan_ns.load(Ordering::Relaxed)),
+            decode_busy_ms = ms(times.decode_ns.load(Ordering::Relaxed)),
+            index_busy_ms = ?times.index_ns.lock().iter().map(|ns| ms(*ns)).collect::<Vec<_>>(),
+            finish_ms = ms(nanos_since(finish_started)),
+            "replay stages"
+        );
+    }
+    Ok(scanned)
 }
 
 /// The decode stage: decodes each chunk, buffers its ops and hands it to the indexers.
@@ -285,11 +344,16 @@ fn decode_stage<S: Schema>(
     to_indexers: &[SyncSender<DecodedChunk<S::Op>>],
 ) {
     for raw in input {
+        let started = Instant::now();
         let Some(decoded) = target.decode(&raw) else {
             // Stopping closes the pipeline.
             return;
         };
         target.insert(&decoded);
+        target
+            .times
+            .decode_ns
+            .fetch_add(nanos_since(started), Ordering::Relaxed);
         let decoded = Arc::new(decoded);
         for to_indexer in to_indexers {
             if to_indexer.send(Arc::clone(&decoded)).is_err() {
