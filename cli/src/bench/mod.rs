@@ -39,11 +39,12 @@
 //! | system | what | writers | baseline |
 //! |---|---|---|---|
 //! | `walbuf-log-sync` | `Log::append`, `SyncPolicy::Sync` (group commit) | 1, 8, 64 | `fdatasync-per-append` (1, 8, 8) |
-//! | `walbuf-log-periodic` | `SyncPolicy::Periodic { interval_ms: 10 }` | 1, 8 | `memcpy-crc32` (same) |
-//! | `walbuf-log-none` | `SyncPolicy::None` | 1, 8 | `memcpy-crc32` (same) |
+//! | `walbuf-log-periodic` | `SyncPolicy::Periodic { interval_ms: 10 }` | 1, 8 | `memcpy-crc32` (same); 1 writer again against `disk-write-limit` |
+//! | `walbuf-log-none` | `SyncPolicy::None` | 1, 8 | `memcpy-crc32` (same); 1 writer again against `disk-write-limit` |
 //! | `walbuf-log-none-1seg` | `SyncPolicy::None`, 40 ms trials: inside the first segment, no rotation | 1 | `memcpy-crc32` (same, 40 ms) |
 //! | `fdatasync-per-append` | `pwrite` 256 bytes + `fdatasync`, threads share one file | 1, 8 | – |
 //! | `memcpy-crc32` | encode + CRC32 + copy of the same frame into a private buffer | 1, 8 | – |
+//! | `disk-write-limit` | 1 MiB `pwrite`s around a pre-written file, `fdatasync` every 64 MiB and at the end; bytes / 280 = appends the disk can take | 1 | – |
 //!
 //! `fdatasync-per-append` runs with at most 8 threads: the 64-writer `Sync` row is compared
 //! with the 8-thread figure. See [`raw`] for how the baselines are set up.
@@ -151,7 +152,7 @@ use anyhow::{Context, bail};
 use walbuf::SyncPolicy;
 
 use self::driver::{DiskCounter, Trial};
-use self::raw::SyncFile;
+use self::raw::{RingFile, SyncFile};
 use self::read_rows::{Fixture, Load, ReadOp, Source};
 use self::report::{
     Row, Spread, ack_table, flush_table, human_rate, markdown_table, read_table, recovery_table,
@@ -251,6 +252,8 @@ enum System {
     FdatasyncPerAppend,
     /// Encode + checksum + copy into memory.
     MemcpyCrc32,
+    /// `log`: the disk's sequential write bandwidth, in appends (see [`raw`]).
+    DiskWriteLimit,
     /// `ack`: `add_shape` on a walbuf registry under a sync policy.
     AckWalbuf(SyncPolicy),
     /// `ack`: the reference design: a walbuf registry whose log is in memory (the log off).
@@ -299,6 +302,7 @@ impl System {
             Self::LogOneSegment => "walbuf-log-none-1seg",
             Self::FdatasyncPerAppend => "fdatasync-per-append",
             Self::MemcpyCrc32 => "memcpy-crc32",
+            Self::DiskWriteLimit => "disk-write-limit",
             Self::AckWalbuf(SyncPolicy::Sync) => "walbuf-sync",
             Self::AckWalbuf(SyncPolicy::Periodic { .. }) => "walbuf-periodic",
             Self::AckWalbuf(SyncPolicy::None) => "walbuf-none",
@@ -418,6 +422,15 @@ fn plan(quick: bool) -> Vec<Planned> {
                 Some(Subject::new(System::MemcpyCrc32, writers)),
             ));
         }
+    }
+    // The same rows again against what the disk can take (see `raw`): a fraction of the
+    // physical limit.
+    for policy in [PERIODIC, SyncPolicy::None] {
+        rows.push(Planned::new(
+            "log",
+            Subject::new(System::Log(policy), 1),
+            Some(Subject::new(System::DiskWriteLimit, 1)),
+        ));
     }
     rows.push(Planned {
         trial_ms: Some(ONE_SEGMENT_TRIAL_MS),
@@ -564,6 +577,8 @@ struct Bench {
     directory: PathBuf,
     disk: Option<DiskCounter>,
     sync_file: Option<SyncFile>,
+    /// The file of `disk-write-limit`, created by its first trial.
+    ring_file: Option<RingFile>,
     payload: Vec<u8>,
     /// What each `walbuf-sustained` trial saw besides its throughput, by subject.
     pressure_of: HashMap<Subject, Vec<sustained_rows::Pressure>>,
@@ -641,6 +656,15 @@ impl Bench {
                 file.trial(&self.payload, writers, duration, disk)
             }
             System::MemcpyCrc32 => raw::copy_trial(&self.payload, writers, duration),
+            System::DiskWriteLimit => {
+                if self.ring_file.is_none() {
+                    self.ring_file = Some(RingFile::create(directory)?);
+                }
+                let Some(file) = &mut self.ring_file else {
+                    bail!("the disk-write-limit file was not created");
+                };
+                file.trial(self.payload.len(), duration, disk)
+            }
             System::AckWalbuf(policy) => {
                 ack_rows::walbuf_trial(directory, policy, writers, duration, disk)
             }
@@ -781,6 +805,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         directory: run_directory.path().to_path_buf(),
         disk,
         sync_file: None,
+        ring_file: None,
         payload: (0..PAYLOAD_BYTES)
             .map(|index| (index * 31 % 251) as u8)
             .collect(),
@@ -1068,6 +1093,19 @@ fn print_targets(output: &[Row]) {
                 verdict(row.ops_per_s >= 2e6)
             ));
         }
+    }
+    for row in output
+        .iter()
+        .filter(|row| row.baseline == Some("disk-write-limit"))
+    {
+        lines.push(format!(
+            "- {}, 1 writer, against what the disk can take: {:.0}% of disk-write-limit \
+             ({} appends/s); 2 M appends/s would need {:.0} MB/s",
+            row.system,
+            row.ratio.unwrap_or(0.0) * 100.0,
+            human_rate(row.ops_per_s),
+            2.0 * walbuf_recovery::format::padded_frame_len(PAYLOAD_BYTES) as f64
+        ));
     }
     if let Some(row) = find("walbuf-log-sync", 8)
         && let Some(ratio) = row.ratio

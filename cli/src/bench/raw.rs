@@ -6,6 +6,11 @@
 //!   blocks are allocated and written (a sync commits no extent conversion) and its page-cache
 //!   folios are 4 KiB (large writes would build large folios, and each sync would then write
 //!   a whole large folio; see `shared/TOOLING.md`).
+//! * `disk-write-limit`: the disk's sequential write bandwidth, in appends: one thread
+//!   `pwrite`s 1 MiB chunks around a pre-written 256 MiB file and `fdatasync`s it after every
+//!   64 MiB and at the end; ops are the bytes the disk took divided by one record's frame. A
+//!   log that does not wait for syncs cannot sustain more appends than this for longer than
+//!   the page cache absorbs.
 //! * `memcpy-crc32`: each thread encodes the same frame as the log (header, checksum with a
 //!   salt, trailer) and copies it into its own prefaulted buffer, wrapping around: the CPU and
 //!   memory work of an append with no reservation, publication or page-cache cost.
@@ -27,6 +32,12 @@ use super::driver::{DiskCounter, Trial, closed_loop, with_disk_bytes};
 const SYNC_FILE_BYTES: u64 = 64 << 20;
 /// Size of the writes that pre-write it (small, so that page-cache folios stay small).
 const PREWRITE_CHUNK_BYTES: usize = 4096;
+/// Size of the file `disk-write-limit` writes around (pre-written once, like a recycled log).
+const RING_FILE_BYTES: u64 = 256 << 20;
+/// Size of each of its writes.
+const RING_CHUNK_BYTES: usize = 1 << 20;
+/// Bytes written between its syncs.
+const RING_SYNC_EVERY_BYTES: u64 = 64 << 20;
 /// Per-thread buffer of `memcpy-crc32`: far larger than the caches, like a segment.
 const COPY_BUFFER_BYTES: usize = 32 << 20;
 
@@ -97,6 +108,86 @@ impl SyncFile {
             })
         })?;
         trial.syncs = trial.ops;
+        trial.disk_bytes_written = disk_bytes;
+        Ok(trial)
+    }
+}
+
+/// The file `disk-write-limit` writes around, kept across trials.
+#[derive(Debug)]
+pub struct RingFile {
+    file: File,
+    path: PathBuf,
+    /// Where the next trial starts writing.
+    next_offset: u64,
+}
+
+impl RingFile {
+    /// Creates and pre-writes the file under `directory`.
+    ///
+    /// # Errors
+    /// Creating, writing or syncing it failed.
+    pub fn create(directory: &Path) -> anyhow::Result<Self> {
+        let path = directory.join("disk-write-limit.dat");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let chunk = vec![0_u8; RING_CHUNK_BYTES];
+        for offset in (0..RING_FILE_BYTES).step_by(RING_CHUNK_BYTES) {
+            file.write_all_at(&chunk, offset)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", path.display()))?;
+        Ok(Self {
+            file,
+            path,
+            next_offset: 0,
+        })
+    }
+
+    /// One trial: writes for `duration`, syncs, and counts the bytes as appends of
+    /// `payload_len`-byte records.
+    ///
+    /// # Errors
+    /// A write or sync failed.
+    pub fn trial(
+        &mut self,
+        payload_len: usize,
+        duration: Duration,
+        disk: Option<&DiskCounter>,
+    ) -> anyhow::Result<Trial> {
+        let chunk = vec![0x5a_u8; RING_CHUNK_BYTES];
+        let (mut trial, disk_bytes) = with_disk_bytes(disk, || -> anyhow::Result<Trial> {
+            let started = std::time::Instant::now();
+            let (mut written, mut syncs) = (0_u64, 0_u64);
+            let sync = |syncs: &mut u64| -> anyhow::Result<()> {
+                *syncs += 1;
+                self.file
+                    .sync_data()
+                    .with_context(|| format!("fdatasync {}", self.path.display()))
+            };
+            while started.elapsed() < duration {
+                let offset = self.next_offset % RING_FILE_BYTES;
+                self.file
+                    .write_all_at(&chunk, offset)
+                    .with_context(|| format!("pwrite {}", self.path.display()))?;
+                self.next_offset += RING_CHUNK_BYTES as u64;
+                written += RING_CHUNK_BYTES as u64;
+                if written.is_multiple_of(RING_SYNC_EVERY_BYTES) {
+                    sync(&mut syncs)?;
+                }
+            }
+            sync(&mut syncs)?;
+            Ok(Trial::throughput(
+                written / padded_frame_len(payload_len),
+                started.elapsed(),
+                syncs,
+            ))
+        })?;
         trial.disk_bytes_written = disk_bytes;
         Ok(trial)
     }
