@@ -74,19 +74,7 @@ fn eight_sync_writers_share_syncs_on_real_files() {
 
 #[test]
 fn the_sync_counter_matches_the_syncs_the_disk_received() {
-    let storage = SimStorage::new();
-    let disk = storage.disk();
-    // A device latency, so that writers queue up behind a sync as they do on a real disk.
-    disk.set_sync_delay(std::time::Duration::from_micros(200));
-    let (log, _, _) = open_collect(
-        storage,
-        Config {
-            prepare_ahead: false,
-            ..config()
-        },
-        Options::default(),
-    )
-    .expect("open");
+    let (log, disk) = sim_log(config());
     let at_open = disk.counters().syncs;
     let stats = hammer(log).expect("workload");
     eprintln!("simulated disk: {stats:?}, {:?}", disk.counters());
@@ -104,7 +92,8 @@ fn the_sync_counter_matches_the_syncs_the_disk_received() {
     );
 }
 
-/// The simulated disk with a device latency, and a log on it.
+/// The simulated disk with a device latency (so that writers queue up behind a sync as they
+/// do on a real disk), and a log on it.
 fn sim_log(config: Config) -> (Log<SimStorage>, walbuf_tests::sim::SimDisk) {
     let storage = SimStorage::new();
     let disk = storage.disk();
@@ -130,8 +119,14 @@ fn a_lone_sync_writer_never_gathers() {
         log.append(1, &index.to_le_bytes()).expect("append");
     }
     let stats = log.stats();
-    assert_eq!(stats.gathers, 0, "a lone writer waited for company: {stats:?}");
-    assert!(stats.syncs >= 200, "one sync per acknowledged append: {stats:?}");
+    assert_eq!(
+        stats.gathers, 0,
+        "a lone writer waited for company: {stats:?}"
+    );
+    assert!(
+        stats.syncs >= 200,
+        "one sync per acknowledged append: {stats:?}"
+    );
 }
 
 /// With 8 writers the sync thread gathers them (its counter moves), and with gathering off

@@ -41,6 +41,25 @@ const RING_SYNC_EVERY_BYTES: u64 = 64 << 20;
 /// Per-thread buffer of `memcpy-crc32`: far larger than the caches, like a segment.
 const COPY_BUFFER_BYTES: usize = 32 << 20;
 
+/// Creates `path` and writes `len` zero bytes into it in `chunk_bytes` writes, then syncs it:
+/// its blocks are allocated and written, so later syncs commit no extent conversion.
+fn prewritten_file(path: &Path, len: u64, chunk_bytes: usize) -> anyhow::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let chunk = vec![0_u8; chunk_bytes];
+    for offset in (0..len).step_by(chunk_bytes) {
+        file.write_all_at(&chunk, offset)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))?;
+    Ok(file)
+}
+
 /// The file `fdatasync-per-append` writes to, kept across trials.
 #[derive(Debug)]
 pub struct SyncFile {
@@ -58,21 +77,7 @@ impl SyncFile {
     /// Creating, writing or syncing it failed.
     pub fn create(directory: &Path) -> anyhow::Result<Self> {
         let path = directory.join("fdatasync-per-append.dat");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let chunk = vec![0_u8; PREWRITE_CHUNK_BYTES];
-        let mut offset = 0;
-        while offset < SYNC_FILE_BYTES {
-            file.write_all_at(&chunk, offset)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            offset += PREWRITE_CHUNK_BYTES as u64;
-        }
-        file.sync_all()
-            .with_context(|| format!("cannot sync {}", path.display()))?;
+        let file = prewritten_file(&path, SYNC_FILE_BYTES, PREWRITE_CHUNK_BYTES)?;
         Ok(Self {
             file,
             path,
@@ -129,19 +134,7 @@ impl RingFile {
     /// Creating, writing or syncing it failed.
     pub fn create(directory: &Path) -> anyhow::Result<Self> {
         let path = directory.join("disk-write-limit.dat");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let chunk = vec![0_u8; RING_CHUNK_BYTES];
-        for offset in (0..RING_FILE_BYTES).step_by(RING_CHUNK_BYTES) {
-            file.write_all_at(&chunk, offset)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        file.sync_all()
-            .with_context(|| format!("cannot sync {}", path.display()))?;
+        let file = prewritten_file(&path, RING_FILE_BYTES, RING_CHUNK_BYTES)?;
         Ok(Self {
             file,
             path,
