@@ -259,6 +259,16 @@ fn human_us(value: f64) -> String {
     }
 }
 
+/// The `ops/s` and `min–max` cells of a row.
+fn rate_cells(row: &Row) -> String {
+    format!(
+        "{} | {}–{}",
+        human_rate(row.ops_per_s),
+        human_rate(row.ops_per_s_min),
+        human_rate(row.ops_per_s_max)
+    )
+}
+
 fn or_dash(value: Option<String>) -> String {
     value.unwrap_or_else(|| "–".to_owned())
 }
@@ -272,17 +282,17 @@ pub fn markdown_table(rows: &[Row]) -> String {
     );
     out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|\n");
     for row in rows {
+        // This table names the baseline's writers even when there is one.
+        let (_, ratio, ratios) = ratio_cells(row);
         let baseline = match (row.baseline, row.baseline_writers) {
             (Some(name), Some(writers)) => format!("{name} ×{writers}"),
             _ => "(baseline)".to_owned(),
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {}–{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             row.system,
             row.writers,
-            human_rate(row.ops_per_s),
-            human_rate(row.ops_per_s_min),
-            human_rate(row.ops_per_s_max),
+            rate_cells(row),
             human_us(row.p50_us),
             human_us(row.p99_us),
             human_us(row.p999_us),
@@ -292,12 +302,8 @@ pub fn markdown_table(rows: &[Row]) -> String {
             or_dash(row.appends_per_sync.map(|value| format!("{value:.1}"))),
             or_dash(row.disk_kib_per_sync.map(|value| format!("{value:.1}"))),
             baseline,
-            or_dash(row.ratio.map(|value| format!("{value:.2}×"))),
-            or_dash(
-                row.ratio_min
-                    .zip(row.ratio_max)
-                    .map(|(min, max)| format!("{min:.2}–{max:.2}"))
-            ),
+            ratio,
+            ratios,
         ));
     }
     out
@@ -330,12 +336,10 @@ pub fn ack_table(rows: &[Row]) -> String {
     for row in rows {
         let (baseline, ratio, ratios) = ratio_cells(row);
         out.push_str(&format!(
-            "| {} | {} | {} | {}–{} | {} | {} | {} | {} | {} | {baseline} | {ratio} | {ratios} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {baseline} | {ratio} | {ratios} |\n",
             row.system,
             row.writers,
-            human_rate(row.ops_per_s),
-            human_rate(row.ops_per_s_min),
-            human_rate(row.ops_per_s_max),
+            rate_cells(row),
             human_us(row.p50_us),
             human_us(row.p99_us),
             human_us(row.p999_us),
@@ -355,11 +359,9 @@ pub fn flush_table(rows: &[Row]) -> String {
     for row in rows {
         let (baseline, ratio, ratios) = ratio_cells(row);
         out.push_str(&format!(
-            "| {} | {} | {}–{} | {:.1} | {} | {baseline} | {ratio} | {ratios} |\n",
+            "| {} | {} | {:.1} | {} | {baseline} | {ratio} | {ratios} |\n",
             row.system,
-            human_rate(row.ops_per_s),
-            human_rate(row.ops_per_s_min),
-            human_rate(row.ops_per_s_max),
+            rate_cells(row),
             row.syncs_per_s,
             or_dash(row.appends_per_sync.map(|value| format!("{value:.0}"))),
         ));
@@ -377,12 +379,10 @@ pub fn sustained_table(rows: &[Row]) -> String {
     for row in rows {
         let (baseline, ratio, ratios) = ratio_cells(row);
         out.push_str(&format!(
-            "| {} | {} | {}–{} | {:.1} | {} | {} | {} | {} | {} | {baseline} | {ratio} \
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {baseline} | {ratio} \
              | {ratios} |\n",
             row.system,
-            human_rate(row.ops_per_s),
-            human_rate(row.ops_per_s_min),
-            human_rate(row.ops_per_s_max),
+            rate_cells(row),
             row.syncs_per_s,
             or_dash(row.appends_per_sync.map(|value| format!("{value:.0}"))),
             or_dash(
@@ -409,12 +409,10 @@ pub fn read_table(rows: &[Row]) -> String {
     for row in rows {
         let (baseline, ratio, ratios) = ratio_cells(row);
         out.push_str(&format!(
-            "| {} | {} | {} | {}–{} | {} | {} | {} | {baseline} | {ratio} | {ratios} |\n",
+            "| {} | {} | {} | {} | {} | {} | {baseline} | {ratio} | {ratios} |\n",
             row.system,
             or_dash(row.shapes.map(|shapes| shapes.to_string())),
-            human_rate(row.ops_per_s),
-            human_rate(row.ops_per_s_min),
-            human_rate(row.ops_per_s_max),
+            rate_cells(row),
             human_us(row.p50_us),
             human_us(row.p99_us),
             human_us(row.p999_us),
@@ -431,13 +429,11 @@ pub fn recovery_table(rows: &[Row]) -> String {
     );
     for row in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {}–{} | {} |\n",
+            "| {} | {} | {} | {} | {} |\n",
             row.system,
             or_dash(row.unflushed_ops.map(|ops| ops.to_string())),
             or_dash(row.open_ms.map(|open| format!("{open:.1}"))),
-            human_rate(row.ops_per_s),
-            human_rate(row.ops_per_s_min),
-            human_rate(row.ops_per_s_max),
+            rate_cells(row),
             row.trials,
         ));
     }
@@ -454,12 +450,10 @@ pub fn engines_table(rows: &[Row]) -> String {
     for row in rows {
         let (baseline, ratio, ratios) = ratio_cells(row);
         out.push_str(&format!(
-            "| {} | {} | {} | {}–{} | {} | {} | {} | {baseline} | {ratio} | {ratios} |\n",
+            "| {} | {} | {} | {} | {} | {} | {baseline} | {ratio} | {ratios} |\n",
             row.system,
             row.writers,
-            human_rate(row.ops_per_s),
-            human_rate(row.ops_per_s_min),
-            human_rate(row.ops_per_s_max),
+            rate_cells(row),
             human_us(row.p50_us),
             human_us(row.p99_us),
             or_dash(row.open_ms.map(|open| format!("{open:.1}"))),
