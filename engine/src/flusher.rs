@@ -155,6 +155,7 @@ fn clean<S: Schema, St: Storage>(shared: &Shared<S, St>, committed: Committed<S:
     for chunk in batch.chunks(chunk_ops) {
         {
             let _gate = shared.cleanup_gate.write();
+            shared.cleanup_epoch.fetch_add(1, Ordering::Release);
             for (op_key, op) in chunk {
                 shared.schema.unindex(&shared.overlay, *op_key, op);
                 shared.buffer.remove(*op_key);

@@ -309,6 +309,9 @@ pub(crate) struct Shared<S: Schema, St: Storage> {
     /// Held shared by long readers (listings) that merge the overlay with SQLite page by
     /// page, exclusively by the flusher while it drops committed ops from the overlay.
     pub(crate) cleanup_gate: RwLock<()>,
+    /// Bumped under the write side of `cleanup_gate` each time the flusher drops ops from
+    /// the overlay (see [`Store::overlay_epoch`]).
+    pub(crate) cleanup_epoch: AtomicU64,
     pub(crate) counters: Counters,
 }
 
@@ -444,6 +447,7 @@ impl<S: Schema, St: Storage> Store<S, St> {
             signal: Mutex::new(FlushSignal::default()),
             signal_changed: Condvar::new(),
             cleanup_gate: RwLock::new(()),
+            cleanup_epoch: AtomicU64::new(0),
             counters: Counters::default(),
         });
         let flusher_shared = Arc::clone(&shared);
@@ -652,11 +656,24 @@ impl<S: Schema, St: Storage> Store<S, St> {
 
     /// Keeps the flusher from dropping committed ops from the overlay while the guard lives:
     /// a reader that merges the overlay with SQLite over several statements holds it, so that
-    /// no op is in neither. Hold it briefly: the flusher waits for it after each commit.
+    /// no op is in neither. Hold it briefly, and never across code you do not control: the
+    /// flusher waits for every holder after each commit, so a guard kept while the same
+    /// thread waits for a flush never returns, and overlapping long holds starve it. A reader
+    /// that works in steps (a listing) holds it per step and checks
+    /// [`Store::overlay_epoch`] when it comes back.
     pub fn hold_overlay(&self) -> RwLockReadGuard<'_, ()> {
-        // Recursive: a caller may hold a listing while it writes or reads, and must not
-        // queue behind a flusher waiting to drop ops.
+        // Recursive: a holder may read or write (which holds it again) without queueing
+        // behind a flusher that waits to drop ops.
         self.shared.cleanup_gate.read_recursive()
+    }
+
+    /// Changes each time the flusher drops committed ops from the overlay. A reader that
+    /// released [`Store::hold_overlay`] between two steps compares the epoch read under each
+    /// hold: if it moved, ops that were in the overlay may now be only in SQLite, and rows it
+    /// read from SQLite before may miss them, so it reads SQLite again from where it was.
+    #[must_use]
+    pub fn overlay_epoch(&self) -> u64 {
+        self.shared.cleanup_epoch.load(Ordering::Acquire)
     }
 
     /// Live entities as of the visible ops: the live count after the latest visible buffered

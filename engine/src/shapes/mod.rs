@@ -555,26 +555,24 @@ impl<St: Storage> ShapeRegistry<St> {
     }
 
     /// Every live shape, ordered by handle, each once: the overlay merged with SQLite page by
-    /// page, buffered removals and resets honoured. The iterator holds the overlay (see
-    /// [`Store::hold_overlay`]): drop it promptly. It is not a snapshot: every shape live
+    /// page, buffered removals and resets honoured. It is not a snapshot: every shape live
     /// when it started and not touched since is listed, but an op that becomes visible
-    /// while it runs may or may not show.
+    /// while it runs may or may not show. The iterator holds the overlay only inside each
+    /// `next` (see [`Store::hold_overlay`]), so it may be kept while the same thread writes
+    /// or flushes.
     pub fn list_shapes(&self) -> ShapeIter<'_, St> {
-        let view = self.store.visible_op_key();
-        let gate = self.store.hold_overlay();
-        let reset = self.store.overlay().reset_at(view);
         ShapeIter {
             registry: self,
-            _gate: gate,
-            view,
-            reset,
+            epoch: None,
+            view: 0,
+            reset: None,
             overlay_next: None,
             cursor: None,
             overlay_done: false,
             page: std::collections::VecDeque::new(),
             page_after: None,
-            sqlite_done: reset.is_some(),
-            failed: false,
+            sqlite_done: false,
+            finished: false,
         }
     }
 
@@ -647,7 +645,8 @@ fn shape_as_of(
 /// The iterator of [`ShapeRegistry::list_shapes`].
 pub struct ShapeIter<'a, St: Storage> {
     registry: &'a ShapeRegistry<St>,
-    _gate: parking_lot::RwLockReadGuard<'a, ()>,
+    /// The overlay epoch the merge state below was read under; `None` before the first step.
+    epoch: Option<u64>,
     view: u64,
     reset: Option<u64>,
     /// The next handle with a buffered add.
@@ -658,13 +657,30 @@ pub struct ShapeIter<'a, St: Storage> {
     page: std::collections::VecDeque<Shape>,
     page_after: Option<String>,
     sqlite_done: bool,
-    failed: bool,
+    /// Ended (listed everything, or a SQLite read failed): every later step returns `None`.
+    finished: bool,
 }
 
 /// Rows fetched from SQLite per page.
 const PAGE_ROWS: usize = 256;
 
 impl<St: Storage> ShapeIter<'_, St> {
+    /// Starts the merge again just past the cursor, as of the ops visible now: called (under
+    /// the overlay gate) on the first step and whenever the flusher dropped ops from the
+    /// overlay since the last step, which may have moved shapes from the overlay into SQLite
+    /// rows past the page read before.
+    fn restart(&mut self, epoch: u64) {
+        let store = &self.registry.store;
+        self.epoch = Some(epoch);
+        self.view = store.visible_op_key();
+        self.reset = store.overlay().reset_at(self.view);
+        self.overlay_next = None;
+        self.overlay_done = false;
+        self.page.clear();
+        self.page_after.clone_from(&self.cursor);
+        self.sqlite_done = self.reset.is_some();
+    }
+
     fn fill_overlay(&mut self) {
         if self.overlay_next.is_some() || self.overlay_done {
             return;
@@ -701,15 +717,27 @@ impl<St: Storage> Iterator for ShapeIter<'_, St> {
     type Item = Result<Shape>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        while !self.failed {
+        if self.finished {
+            return None;
+        }
+        // Several overlay lookups and SQLite pages: no op may leave the overlay in between.
+        let _gate = self.registry.store.hold_overlay();
+        let epoch = self.registry.store.overlay_epoch();
+        if self.epoch != Some(epoch) {
+            self.restart(epoch);
+        }
+        while !self.finished {
             self.fill_overlay();
             if let Err(error) = self.fill_page() {
-                self.failed = true;
+                self.finished = true;
                 return Some(Err(error));
             }
             // The smallest handle at the head of either stream; both advance past it.
             let handle = match (&self.overlay_next, self.page.front()) {
-                (None, None) => return None,
+                (None, None) => {
+                    self.finished = true;
+                    return None;
+                }
                 (Some(handle), None) => handle.clone(),
                 (None, Some(row)) => row.handle.clone(),
                 (Some(handle), Some(row)) => handle.min(&row.handle).clone(),
