@@ -151,7 +151,7 @@ impl Fixture {
     /// # Errors
     /// The registry or SQLite failed, or a check of the fixture failed.
     pub fn build(parent: &Path, shapes: u64) -> anyhow::Result<Self> {
-        let directory = parent.join("read-fixture");
+        let directory = parent.join(format!("read-fixture-{shapes}"));
         let half = shapes / 2;
         let abandon = Arc::new(AtomicBool::new(false));
         // Room for the fixture and every burst, so that no add ever starts the flusher.
