@@ -509,7 +509,7 @@ impl<S: Schema, St: Storage> Store<S, St> {
             // Validation may combine several overlay lookups with SQLite reads: keep the
             // flusher from dropping committed ops in between (a buffered reset seen first,
             // then the add after it gone, would read as "absent").
-            let _gate = shared.cleanup_gate.read_recursive();
+            let _gate = shared.cleanup_gate.read();
             let validation = Validation {
                 shared,
                 live_count: state.live_count,
@@ -657,14 +657,14 @@ impl<S: Schema, St: Storage> Store<S, St> {
     /// Keeps the flusher from dropping committed ops from the overlay while the guard lives:
     /// a reader that merges the overlay with SQLite over several statements holds it, so that
     /// no op is in neither. Hold it briefly, and never across code you do not control: the
-    /// flusher waits for every holder after each commit, so a guard kept while the same
-    /// thread waits for a flush never returns, and overlapping long holds starve it. A reader
-    /// that works in steps (a listing) holds it per step and checks
+    /// flusher waits for every holder after each commit. The gate is fair — once the flusher
+    /// waits, new holders queue behind it, so that a stream of overlapping reads can never
+    /// starve it — and so a thread must not take it while it already holds it (writes and
+    /// every registry read take it): the second hold would wait for the flusher, which waits
+    /// for the first. A reader that works in steps (a listing) holds it per step and checks
     /// [`Store::overlay_epoch`] when it comes back.
     pub fn hold_overlay(&self) -> RwLockReadGuard<'_, ()> {
-        // Recursive: a holder may read or write (which holds it again) without queueing
-        // behind a flusher that waits to drop ops.
-        self.shared.cleanup_gate.read_recursive()
+        self.shared.cleanup_gate.read()
     }
 
     /// Changes each time the flusher drops committed ops from the overlay. A reader that
