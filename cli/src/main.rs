@@ -59,7 +59,8 @@ Exit codes:
      salvage asked of `recover`), or an I/O or engine error stopped the command
 
 Logging: set RUST_LOG (e.g. RUST_LOG=walbuf=debug) to see the engine's tracing events on stderr;
-the default shows warnings and errors only.";
+the default shows warnings and errors only (for `bench`, the flusher's errors only: its trials
+fail the last batch on purpose to abandon what is still buffered).";
 
 /// walbuf: a crash-safe, memory-mapped, segmented write-ahead log in front of SQLite.
 ///
@@ -108,7 +109,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    install_tracing();
+    install_tracing(match cli.command {
+        // Bench trials abandon what is still buffered at close by failing the flusher's last
+        // batch on purpose (see `bench::ack_rows`): its warnings would drown the progress
+        // lines. Errors still show, and RUST_LOG overrides this.
+        Command::Bench(_) => "warn,walbuf::flusher=error",
+        _ => "warn",
+    });
     quiet_on_closed_stdout();
     let result = match &cli.command {
         Command::Demo(args) => demo::run(args),
@@ -148,11 +155,11 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
-/// Sends `tracing` events to stderr, filtered by `RUST_LOG` (default: warnings and errors).
-/// Only the CLI installs a subscriber; the libraries just emit events.
-fn install_tracing() {
+/// Sends `tracing` events to stderr, filtered by `RUST_LOG`, else by `default_filter`
+/// (warnings and errors). Only the CLI installs a subscriber; the libraries just emit events.
+fn install_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     // Fails only if a subscriber is already installed, which nothing here does.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -306,8 +306,10 @@ pub(crate) struct Shared<S: Schema, St: Storage> {
     pub(crate) failed: OnceLock<Error>,
     pub(crate) signal: Mutex<FlushSignal>,
     pub(crate) signal_changed: Condvar,
-    /// Held shared by long readers (listings) that merge the overlay with SQLite page by
-    /// page, exclusively by the flusher while it drops committed ops from the overlay.
+    /// The overlay gate (see [`Store::hold_overlay`]): held shared by every read that
+    /// combines overlay lookups with SQLite (a listing, per step) and by a writer while it
+    /// validates and indexes its op, exclusively by the flusher's cleaner while it drops a
+    /// chunk of committed ops from the overlay. Fair, and never taken twice by one thread.
     pub(crate) cleanup_gate: RwLock<()>,
     /// Bumped under the write side of `cleanup_gate` each time the flusher drops ops from
     /// the overlay (see [`Store::overlay_epoch`]).
@@ -490,7 +492,9 @@ impl<S: Schema, St: Storage> Store<S, St> {
     /// Validates and logs one op. `validate` runs inside the submit section, seeing every op
     /// submitted before it (and nothing submitted after it until it returns): it decides the
     /// op — or refuses with its own error. The op is then indexed, logged, and (under `Sync`)
-    /// made durable before this returns its op key.
+    /// made durable before this returns its op key. `validate` runs holding the overlay gate
+    /// ([`Store::hold_overlay`]): it must read through the [`Validation`] it is given, never
+    /// through the store's or a registry's reads, which take the gate again.
     ///
     /// # Errors
     /// `validate`'s error; [`Error::Backpressure`] when the buffer stays full; the log's
@@ -509,7 +513,7 @@ impl<S: Schema, St: Storage> Store<S, St> {
             // Validation may combine several overlay lookups with SQLite reads: keep the
             // flusher from dropping committed ops in between (a buffered reset seen first,
             // then the add after it gone, would read as "absent").
-            let _gate = shared.cleanup_gate.read();
+            let gate = shared.cleanup_gate.read();
             let validation = Validation {
                 shared,
                 live_count: state.live_count,
@@ -533,11 +537,15 @@ impl<S: Schema, St: Storage> Store<S, St> {
                     bytes: encoded.len() as u64 + OP_OVERHEAD_BYTES,
                 },
             );
+            // The append may rotate the log (syncs, a rename): readers, and the cleaner
+            // queued before them, need not wait for that.
+            drop(gate);
             let appended = shared.log.append_published(kind, &encoded);
             state.encoded = encoded;
             match appended {
                 Ok(logged) if logged == op_key => {}
                 outcome => {
+                    let _gate = shared.cleanup_gate.read();
                     shared.schema.unindex(&shared.overlay, op_key, &op);
                     shared.buffer.remove(op_key);
                     return Err(match outcome {
@@ -657,12 +665,13 @@ impl<S: Schema, St: Storage> Store<S, St> {
     /// Keeps the flusher from dropping committed ops from the overlay while the guard lives:
     /// a reader that merges the overlay with SQLite over several statements holds it, so that
     /// no op is in neither. Hold it briefly, and never across code you do not control: the
-    /// flusher waits for every holder after each commit. The gate is fair — once the flusher
-    /// waits, new holders queue behind it, so that a stream of overlapping reads can never
-    /// starve it — and so a thread must not take it while it already holds it (writes and
-    /// every registry read take it): the second hold would wait for the flusher, which waits
-    /// for the first. A reader that works in steps (a listing) holds it per step and checks
-    /// [`Store::overlay_epoch`] when it comes back.
+    /// flusher's cleaner waits for every holder before it drops each chunk of a committed
+    /// batch. The gate is fair — once the cleaner waits, new holders queue behind it, so that
+    /// a stream of overlapping reads can never starve it — and so a thread must not take it
+    /// while it already holds it (writes and the registry's reads that consult SQLite take
+    /// it): the second hold would wait for the cleaner, which waits for the first. A reader
+    /// that works in steps (a listing) holds it per step and checks [`Store::overlay_epoch`]
+    /// when it comes back.
     pub fn hold_overlay(&self) -> RwLockReadGuard<'_, ()> {
         self.shared.cleanup_gate.read()
     }
