@@ -262,10 +262,9 @@ fn least_recently_used_orders_by_last_read() {
     assert!(registry.least_recently_used(0).is_empty());
 }
 
-#[test]
-fn a_listing_larger_than_a_page_merges_buffer_and_sqlite_in_order() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (registry, _) = ShapeRegistry::open(dir.path(), config(SyncPolicy::None)).expect("open");
+/// 1 200 shapes, more than a listing page: the even ones flushed, the odd ones buffered, and
+/// a buffered removal of every third. Returns the live handles in order.
+fn fill_half_flushed_with_removals(registry: &ShapeRegistry) -> Vec<String> {
     for index in (0..1200).step_by(2) {
         registry
             .add_shape(shape(&format!("h{index:05}"), &format!("c{index}"), &[]))
@@ -286,6 +285,14 @@ fn a_listing_larger_than_a_page_merges_buffer_and_sqlite_in_order() {
         .filter(|index| index % 3 != 0)
         .map(|index| format!("h{index:05}"))
         .collect();
+    expected
+}
+
+#[test]
+fn a_listing_larger_than_a_page_merges_buffer_and_sqlite_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (registry, _) = ShapeRegistry::open(dir.path(), config(SyncPolicy::None)).expect("open");
+    let expected = fill_half_flushed_with_removals(&registry);
     assert_eq!(handles(&registry), expected);
     assert_eq!(
         registry.count_shapes().expect("count"),
@@ -314,26 +321,7 @@ fn listings_kept_open_across_flushes_neither_hold_up_the_flusher_nor_miss_shapes
     let dir = tempfile::tempdir().expect("tempdir");
     let (registry, _) = ShapeRegistry::open(dir.path(), config(SyncPolicy::None)).expect("open");
     let registry = Arc::new(registry);
-    for index in (0..1200).step_by(2) {
-        registry
-            .add_shape(shape(&format!("h{index:05}"), &format!("c{index}"), &[]))
-            .expect("add");
-    }
-    registry.flush().expect("flush");
-    for index in (1..1200).step_by(2) {
-        registry
-            .add_shape(shape(&format!("h{index:05}"), &format!("c{index}"), &[]))
-            .expect("add");
-    }
-    for index in (0..1200).step_by(3) {
-        registry
-            .remove_shape(&format!("h{index:05}"))
-            .expect("remove");
-    }
-    let expected: Vec<String> = (0..1200)
-        .filter(|index| index % 3 != 0)
-        .map(|index| format!("h{index:05}"))
-        .collect();
+    let expected = fill_half_flushed_with_removals(&registry);
 
     // Two overlapping listings, each part-way through, while the buffered half moves into
     // SQLite (and out of the overlay) and more shapes arrive, twice over.
