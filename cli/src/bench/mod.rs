@@ -152,7 +152,7 @@ use anyhow::{Context, bail};
 use walbuf::SyncPolicy;
 
 use self::driver::{DiskCounter, Trial};
-use self::raw::{RingFile, SyncFile};
+use self::raw::PrewrittenFile;
 use self::read_rows::{Fixture, Load, ReadOp, Source};
 use self::report::{
     Row, Spread, ack_table, flush_table, human_rate, markdown_table, read_table, recovery_table,
@@ -576,9 +576,9 @@ fn selected(row: &Planned, filter: Option<&str>) -> bool {
 struct Bench {
     directory: PathBuf,
     disk: Option<DiskCounter>,
-    sync_file: Option<SyncFile>,
+    sync_file: Option<PrewrittenFile>,
     /// The file of `disk-write-limit`, created by its first trial.
-    ring_file: Option<RingFile>,
+    ring_file: Option<PrewrittenFile>,
     payload: Vec<u8>,
     /// What each `walbuf-sustained` trial saw besides its throughput, by subject.
     pressure_of: HashMap<Subject, Vec<sustained_rows::Pressure>>,
@@ -647,23 +647,23 @@ impl Bench {
             }
             System::FdatasyncPerAppend => {
                 if self.sync_file.is_none() {
-                    self.sync_file = Some(SyncFile::create(directory)?);
+                    self.sync_file = Some(PrewrittenFile::for_sync_per_append(directory)?);
                     rustix::fs::sync();
                 }
                 let Some(file) = &self.sync_file else {
                     bail!("the baseline file was not created");
                 };
-                file.trial(&self.payload, writers, duration, disk)
+                file.sync_per_append_trial(&self.payload, writers, duration, disk)
             }
             System::MemcpyCrc32 => raw::copy_trial(&self.payload, writers, duration),
             System::DiskWriteLimit => {
                 if self.ring_file.is_none() {
-                    self.ring_file = Some(RingFile::create(directory)?);
+                    self.ring_file = Some(PrewrittenFile::for_write_limit(directory)?);
                 }
-                let Some(file) = &mut self.ring_file else {
+                let Some(file) = &self.ring_file else {
                     bail!("the disk-write-limit file was not created");
                 };
-                file.trial(self.payload.len(), duration, disk)
+                file.write_limit_trial(self.payload.len(), duration, disk)
             }
             System::AckWalbuf(policy) => {
                 ack_rows::walbuf_trial(directory, policy, writers, duration, disk)

@@ -30,7 +30,7 @@ use super::driver::{DiskCounter, Trial, closed_loop, with_disk_bytes};
 
 /// Size of the shared file of `fdatasync-per-append` (written once, then reused in a ring).
 const SYNC_FILE_BYTES: u64 = 64 << 20;
-/// Size of the writes that pre-write it (small, so that page-cache folios stay small).
+/// Size of the writes that pre-write it.
 const PREWRITE_CHUNK_BYTES: usize = 4096;
 /// Size of the file `disk-write-limit` writes around (pre-written once, like a recycled log).
 const RING_FILE_BYTES: u64 = 256 << 20;
@@ -41,74 +41,101 @@ const RING_SYNC_EVERY_BYTES: u64 = 64 << 20;
 /// Per-thread buffer of `memcpy-crc32`: far larger than the caches, like a segment.
 const COPY_BUFFER_BYTES: usize = 32 << 20;
 
-/// Creates `path` and writes `len` zero bytes into it in `chunk_bytes` writes, then syncs it:
-/// its blocks are allocated and written, so later syncs commit no extent conversion.
-fn prewritten_file(path: &Path, len: u64, chunk_bytes: usize) -> anyhow::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    let chunk = vec![0_u8; chunk_bytes];
-    for offset in (0..len).step_by(chunk_bytes) {
-        file.write_all_at(&chunk, offset)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    file.sync_all()
-        .with_context(|| format!("cannot sync {}", path.display()))?;
-    Ok(file)
-}
-
-/// The file `fdatasync-per-append` writes to, kept across trials.
+/// A file written once up front with zeros and synced, so that its blocks are allocated and
+/// written (a later sync commits no extent conversion), then written over in a ring by the
+/// trials of one raw baseline, each continuing where the last one stopped (so that every
+/// trial writes pages that hold no pending data). Kept across trials.
 #[derive(Debug)]
-pub struct SyncFile {
+pub struct PrewrittenFile {
     file: File,
     path: PathBuf,
-    /// Next byte to write (modulo the file's size): each trial continues where the last one
-    /// stopped, so every trial writes pages that hold no pending data.
+    len: u64,
+    /// Next byte to write, modulo `len`.
     next_offset: AtomicU64,
 }
 
-impl SyncFile {
-    /// Creates and pre-writes the file under `directory`.
+impl PrewrittenFile {
+    /// The file of `fdatasync-per-append`, pre-written in 4 KiB writes (small, so that its
+    /// page-cache folios stay small).
     ///
     /// # Errors
     /// Creating, writing or syncing it failed.
-    pub fn create(directory: &Path) -> anyhow::Result<Self> {
-        let path = directory.join("fdatasync-per-append.dat");
-        let file = prewritten_file(&path, SYNC_FILE_BYTES, PREWRITE_CHUNK_BYTES)?;
+    pub fn for_sync_per_append(directory: &Path) -> anyhow::Result<Self> {
+        Self::create(
+            &directory.join("fdatasync-per-append.dat"),
+            SYNC_FILE_BYTES,
+            PREWRITE_CHUNK_BYTES,
+        )
+    }
+
+    /// The file of `disk-write-limit`.
+    ///
+    /// # Errors
+    /// Creating, writing or syncing it failed.
+    pub fn for_write_limit(directory: &Path) -> anyhow::Result<Self> {
+        Self::create(
+            &directory.join("disk-write-limit.dat"),
+            RING_FILE_BYTES,
+            RING_CHUNK_BYTES,
+        )
+    }
+
+    /// Creates `path` and writes `len` zero bytes into it in `chunk_bytes` writes, then
+    /// syncs it.
+    fn create(path: &Path, len: u64, chunk_bytes: usize) -> anyhow::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let chunk = vec![0_u8; chunk_bytes];
+        for offset in (0..len).step_by(chunk_bytes) {
+            file.write_all_at(&chunk, offset)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", path.display()))?;
         Ok(Self {
             file,
-            path,
+            path: path.to_path_buf(),
+            len,
             next_offset: AtomicU64::new(0),
         })
     }
 
-    /// One trial: `writers` threads each `pwrite` `payload` at the next free offset and
-    /// `fdatasync` the file, for `duration`.
+    /// Writes `bytes` at the next offset of the ring, which wraps at `span` bytes.
+    fn write_next(&self, bytes: &[u8], span: u64) -> anyhow::Result<()> {
+        let len = bytes.len() as u64;
+        let offset = self.next_offset.fetch_add(len, Ordering::Relaxed) % span;
+        self.file
+            .write_all_at(bytes, offset)
+            .with_context(|| format!("pwrite {}", self.path.display()))
+    }
+
+    fn sync_data(&self) -> anyhow::Result<()> {
+        self.file
+            .sync_data()
+            .with_context(|| format!("fdatasync {}", self.path.display()))
+    }
+
+    /// One `fdatasync-per-append` trial: `writers` threads each `pwrite` `payload` at the
+    /// next free offset and `fdatasync` the file, for `duration`.
     ///
     /// # Errors
     /// A write or sync failed.
-    pub fn trial(
+    pub fn sync_per_append_trial(
         &self,
         payload: &[u8],
         writers: usize,
         duration: Duration,
         disk: Option<&DiskCounter>,
     ) -> anyhow::Result<Trial> {
-        let len = payload.len() as u64;
         let (mut trial, disk_bytes) = with_disk_bytes(disk, || {
             closed_loop(writers, duration, |_| {
                 Ok(move || {
-                    let offset = self.next_offset.fetch_add(len, Ordering::Relaxed)
-                        % (SYNC_FILE_BYTES - len);
-                    self.file
-                        .write_all_at(payload, offset)
-                        .with_context(|| format!("pwrite {}", self.path.display()))?;
-                    self.file
-                        .sync_data()
-                        .with_context(|| format!("fdatasync {}", self.path.display()))
+                    self.write_next(payload, self.len - payload.len() as u64)?;
+                    self.sync_data()
                 })
             })
         })?;
@@ -116,39 +143,14 @@ impl SyncFile {
         trial.disk_bytes_written = disk_bytes;
         Ok(trial)
     }
-}
 
-/// The file `disk-write-limit` writes around, kept across trials.
-#[derive(Debug)]
-pub struct RingFile {
-    file: File,
-    path: PathBuf,
-    /// Where the next trial starts writing.
-    next_offset: u64,
-}
-
-impl RingFile {
-    /// Creates and pre-writes the file under `directory`.
-    ///
-    /// # Errors
-    /// Creating, writing or syncing it failed.
-    pub fn create(directory: &Path) -> anyhow::Result<Self> {
-        let path = directory.join("disk-write-limit.dat");
-        let file = prewritten_file(&path, RING_FILE_BYTES, RING_CHUNK_BYTES)?;
-        Ok(Self {
-            file,
-            path,
-            next_offset: 0,
-        })
-    }
-
-    /// One trial: writes for `duration`, syncs, and counts the bytes as appends of
-    /// `payload_len`-byte records.
+    /// One `disk-write-limit` trial: writes 1 MiB chunks for `duration`, syncing every
+    /// 64 MiB and at the end, and counts the bytes as appends of `payload_len`-byte records.
     ///
     /// # Errors
     /// A write or sync failed.
-    pub fn trial(
-        &mut self,
+    pub fn write_limit_trial(
+        &self,
         payload_len: usize,
         duration: Duration,
         disk: Option<&DiskCounter>,
@@ -157,24 +159,16 @@ impl RingFile {
         let (mut trial, disk_bytes) = with_disk_bytes(disk, || -> anyhow::Result<Trial> {
             let started = std::time::Instant::now();
             let (mut written, mut syncs) = (0_u64, 0_u64);
-            let sync = |syncs: &mut u64| -> anyhow::Result<()> {
-                *syncs += 1;
-                self.file
-                    .sync_data()
-                    .with_context(|| format!("fdatasync {}", self.path.display()))
-            };
             while started.elapsed() < duration {
-                let offset = self.next_offset % RING_FILE_BYTES;
-                self.file
-                    .write_all_at(&chunk, offset)
-                    .with_context(|| format!("pwrite {}", self.path.display()))?;
-                self.next_offset += RING_CHUNK_BYTES as u64;
+                self.write_next(&chunk, self.len)?;
                 written += RING_CHUNK_BYTES as u64;
                 if written.is_multiple_of(RING_SYNC_EVERY_BYTES) {
-                    sync(&mut syncs)?;
+                    self.sync_data()?;
+                    syncs += 1;
                 }
             }
-            sync(&mut syncs)?;
+            self.sync_data()?;
+            syncs += 1;
             Ok(Trial::throughput(
                 written / padded_frame_len(payload_len),
                 started.elapsed(),
