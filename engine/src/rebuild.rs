@@ -73,14 +73,23 @@ pub(crate) fn decode_op<S: Schema>(
 /// How long each stage was at work (not waiting on a channel), in nanoseconds: reported by a
 /// `debug` event at the end of a replay that started the pipeline. A stage busy for about as
 /// long as the replay took bounds it.
-#[derive(Default)]
 struct StageTimes {
     /// The caller's thread (the scan, and the rest of the log's open), but for its waits to
     /// hand a chunk on.
     scan_ns: AtomicU64,
     decode_ns: AtomicU64,
     /// Each indexing part, by part.
-    index_ns: Mutex<Vec<u64>>,
+    index_ns: Vec<AtomicU64>,
+}
+
+impl StageTimes {
+    fn new(index_parts: usize) -> Self {
+        Self {
+            scan_ns: AtomicU64::new(0),
+            decode_ns: AtomicU64::new(0),
+            index_ns: (0..index_parts).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 /// Nanoseconds since `started`, saturated.
@@ -205,12 +214,8 @@ impl<'scope, 'env: 'scope, S: Schema> ChunkingSink<'scope, 'env, S> {
                     target.index(part, &chunk);
                     busy_ns += nanos_since(started);
                 }
-                let mut index_ns = target.times.index_ns.lock();
-                if index_ns.len() <= part {
-                    index_ns.resize(part + 1, 0);
-                }
-                if let Some(slot) = index_ns.get_mut(part) {
-                    *slot = busy_ns;
+                if let Some(slot) = target.times.index_ns.get(part) {
+                    slot.store(busy_ns, Ordering::Relaxed);
                 }
             });
         }
@@ -289,7 +294,7 @@ pub(crate) fn rebuild<S: Schema, T>(
     scan: impl FnOnce(&mut dyn Sink) -> T,
 ) -> Result<T, Error> {
     let failure = Failure::default();
-    let times = StageTimes::default();
+    let times = StageTimes::new(S::REPLAY_INDEX_PARTS.max(1));
     let replay_started = Instant::now();
     let scanned = std::thread::scope(|scope| {
         let mut sink = ChunkingSink {
@@ -329,7 +334,11 @@ pub(crate) fn rebuild<S: Schema, T>(
             elapsed_ms = ms(nanos_since(replay_started)),
             scan_busy_ms = ms(times.scan_ns.load(Ordering::Relaxed)),
             decode_busy_ms = ms(times.decode_ns.load(Ordering::Relaxed)),
-            index_busy_ms = ?times.index_ns.lock().iter().map(|ns| ms(*ns)).collect::<Vec<_>>(),
+            index_busy_ms = ?times
+                .index_ns
+                .iter()
+                .map(|ns| ms(ns.load(Ordering::Relaxed)))
+                .collect::<Vec<_>>(),
             finish_ms = ms(nanos_since(finish_started)),
             "replay stages"
         );

@@ -557,9 +557,9 @@ impl<St: Storage> ShapeRegistry<St> {
     /// Every live shape, ordered by handle, each once: the overlay merged with SQLite page by
     /// page, buffered removals and resets honoured. It is not a snapshot: every shape live
     /// when it started (its first `next`) and not touched since is listed, but an op that
-    /// becomes visible while it runs may or may not show. The iterator holds the overlay only inside each
-    /// `next` (see [`Store::hold_overlay`]), so it may be kept while the same thread writes
-    /// or flushes.
+    /// becomes visible while it runs may or may not show. The iterator holds the overlay
+    /// only inside each `next` (see [`Store::hold_overlay`]), so it may be kept while the
+    /// same thread writes or flushes.
     pub fn list_shapes(&self) -> ShapeIter<'_, St> {
         ShapeIter {
             registry: self,

@@ -63,6 +63,11 @@ fn shard_of(hash: u64) -> usize {
     (hash >> 40) as usize % SHARDS
 }
 
+/// The shard of the relations index that holds `oid`.
+fn relation_shard_of(oid: u32) -> usize {
+    oid as usize % SHARDS
+}
+
 /// A sharded hash index from a key to its buffered versions.
 struct VersionIndex<K, V> {
     state: foldhash::fast::RandomState,
@@ -527,7 +532,7 @@ impl std::fmt::Debug for ShapeOverlay {
 
 impl ShapeOverlay {
     fn relation_shard(&self, oid: u32) -> &RwLock<RelationShard> {
-        &self.relations[oid as usize % SHARDS]
+        &self.relations[relation_shard_of(oid)]
     }
 
     pub(crate) fn index(&self, op_key: u64, op: &ShapeOp) {
@@ -631,7 +636,7 @@ impl ShapeOverlay {
                     ShapeOp::Add(shape) => {
                         let handle = HandleKey::Shape(Arc::clone(shape));
                         for relation in &shape.relations {
-                            relations[relation.oid as usize % SHARDS].push((
+                            relations[relation_shard_of(relation.oid)].push((
                                 relation.oid,
                                 op_key,
                                 handle.clone(),
