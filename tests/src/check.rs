@@ -377,6 +377,19 @@ pub fn within<T: Send + 'static>(
     }
 }
 
+/// A log of 1 MiB segments with records up to 64 KiB under `policy`: the log settings of the
+/// registry tests on real files (small segments, so that a test of a few thousand shapes
+/// rotates).
+#[must_use]
+pub fn small_log_config(policy: walbuf::SyncPolicy) -> walbuf::log::Config {
+    walbuf::log::Config {
+        segment_size_bytes: 1 << 20,
+        max_record_bytes: 64 << 10,
+        sync_policy: policy,
+        ..walbuf::log::Config::default()
+    }
+}
+
 /// The store settings of the simulated-disk store tests (`store_power_loss`,
 /// `store_disk_faults`): `Sync`, 16 KiB segments prepared inline, quick idle marks, batches
 /// of 8 flushed every millisecond — so that rotations, retirements and flush commits happen

@@ -10,21 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use walbuf::SyncPolicy;
 use walbuf::shapes::{NewShape, RegistryError, ShapeRegistry, SnapshotState};
 use walbuf::store::StoreConfig;
-use walbuf::{SyncPolicy, log};
+use walbuf_tests::check::small_log_config;
 
 /// Untouched shapes (and as many churned handles between them).
 const SHAPES: usize = 1_500;
 
 fn config(policy: SyncPolicy, batch_ops_max: usize) -> StoreConfig {
     StoreConfig {
-        log: log::Config {
-            segment_size_bytes: 1 << 20,
-            max_record_bytes: 64 << 10,
-            sync_policy: policy,
-            ..log::Config::default()
-        },
+        log: small_log_config(policy),
         batch_ops_max,
         flush_interval_ms: 1,
         ..StoreConfig::default()

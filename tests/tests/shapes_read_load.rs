@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use walbuf::SyncPolicy;
 use walbuf::shapes::NewShape;
 use walbuf::shapes::ShapeRegistry;
 use walbuf::store::StoreConfig;
-use walbuf::{SyncPolicy, log};
+use walbuf_tests::check::{small_log_config, within};
 use walbuf_tests::model;
 
 fn shape(index: u64) -> NewShape {
@@ -29,12 +30,7 @@ fn shape(index: u64) -> NewShape {
 fn flushes_complete_while_many_readers_hammer_the_overlay() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = StoreConfig {
-        log: log::Config {
-            segment_size_bytes: 1 << 20,
-            max_record_bytes: 64 << 10,
-            sync_policy: SyncPolicy::None,
-            ..log::Config::default()
-        },
+        log: small_log_config(SyncPolicy::None),
         batch_ops_max: 64,
         flush_interval_ms: 3_600_000,
         ..StoreConfig::default()
@@ -63,23 +59,23 @@ fn flushes_complete_while_many_readers_hammer_the_overlay() {
         .collect();
     // The writes and flushes run on their own thread, so that a starved flusher fails the
     // test at the deadline instead of hanging it.
-    let (done, finished) = std::sync::mpsc::channel();
     let writing = Arc::clone(&registry);
-    std::thread::spawn(move || {
-        let mut worst = Duration::ZERO;
-        for index in 2_000..2_040u64 {
-            for more in 0..200 {
-                writing.add_shape(shape(index * 1_000 + more)).expect("add");
+    let worst = within(
+        Duration::from_secs(120),
+        "40 flushes under a read load (the readers starved the flusher)",
+        move || {
+            let mut worst = Duration::ZERO;
+            for index in 2_000..2_040u64 {
+                for more in 0..200 {
+                    writing.add_shape(shape(index * 1_000 + more)).expect("add");
+                }
+                let started = Instant::now();
+                writing.flush().expect("flush");
+                worst = worst.max(started.elapsed());
             }
-            let started = Instant::now();
-            writing.flush().expect("flush");
-            worst = worst.max(started.elapsed());
-        }
-        let _ = done.send(worst);
-    });
-    let worst = finished
-        .recv_timeout(Duration::from_secs(120))
-        .expect("40 flushes under a read load must finish: the readers starved the flusher");
+            worst
+        },
+    );
     stop.store(true, Ordering::Relaxed);
     for reader in readers {
         reader.join().expect("reader");

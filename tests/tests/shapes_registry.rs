@@ -3,18 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use walbuf::SyncPolicy;
 use walbuf::shapes::{NewShape, RegistryError, Relation, ShapeRegistry, SnapshotState};
 use walbuf::store::StoreConfig;
-use walbuf::{SyncPolicy, log};
+use walbuf_tests::check::{small_log_config, within};
 
 fn config(policy: SyncPolicy) -> StoreConfig {
     StoreConfig {
-        log: log::Config {
-            segment_size_bytes: 1 << 20,
-            max_record_bytes: 64 << 10,
-            sync_policy: policy,
-            ..log::Config::default()
-        },
+        log: small_log_config(policy),
         // Flush only when asked: tests decide what is buffered.
         flush_interval_ms: 3_600_000,
         ..StoreConfig::default()
@@ -305,15 +301,13 @@ fn a_listing_larger_than_a_page_merges_buffer_and_sqlite_in_order() {
 /// Flushes on another thread and fails the test if that does not return in time (a listing
 /// that kept the flusher out of the overlay would hang it for ever).
 fn flush_or_fail(registry: &Arc<ShapeRegistry>) {
-    let (done, finished) = std::sync::mpsc::channel();
     let flushing = Arc::clone(registry);
-    std::thread::spawn(move || {
-        let _ = done.send(flushing.flush());
-    });
-    finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("a flush with listings open must not hang")
-        .expect("flush");
+    within(
+        Duration::from_secs(60),
+        "a flush with listings open",
+        move || flushing.flush(),
+    )
+    .expect("flush");
 }
 
 #[test]
