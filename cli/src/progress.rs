@@ -138,6 +138,12 @@ impl SegmentSource for ProgressSource<'_> {
         self.progress.file_done(name, bytes.len() as u64);
         Ok(bytes)
     }
+
+    fn read_file_into(&self, name: &str, bytes: &mut Vec<u8>) -> walbuf_recovery::Result<()> {
+        self.inner.read_file_into(name, bytes)?;
+        self.progress.file_done(name, bytes.len() as u64);
+        Ok(())
+    }
 }
 
 /// The total size of the segment files `names` in `directory` (missing files count 0).

@@ -4,6 +4,11 @@ use std::time::Instant;
 use walbuf::shapes::{NewShape, Relation, ShapeRegistry};
 use walbuf::store::StoreConfig;
 
+/// The allocator the `walbuf` binary uses, so that this probe measures what `walbuf bench`
+/// does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let policy = match std::env::args().nth(1).as_deref() {
         Some("sync") => walbuf::SyncPolicy::Sync,

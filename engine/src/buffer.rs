@@ -94,6 +94,11 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
         self.peak_bytes.fetch_max(total, Ordering::Relaxed);
     }
 
+    /// Reserves room for about `ops` replayed ops (see [`Buffer::extend_replayed`]).
+    pub fn reserve_replayed(&self, ops: usize) {
+        self.replayed.write().reserve(ops);
+    }
+
     /// Buffers ops that recovery replayed, in ascending op-key order, before any op is
     /// [inserted](Buffer::insert): they go to the queue beside the skiplist.
     ///

@@ -134,6 +134,8 @@ struct ChunkingSink<'scope, 'env, S: Schema> {
     records: u64,
     /// Time the scan waited for the decoder to take a chunk.
     send_wait_ns: u64,
+    /// The most ops [`Sink::expect_records`] may reserve room for.
+    reserve_ops_max: usize,
 }
 
 /// Where replayed ops go.
@@ -230,7 +232,13 @@ impl<'scope, 'env: 'scope, S: Schema> ChunkingSink<'scope, 'env, S> {
         if !self.started {
             self.start();
         }
-        let chunk = std::mem::take(&mut self.chunk);
+        // The next chunk's payloads take about as many bytes as this one's: sized ahead, its
+        // buffer is not grown (and copied) step by step.
+        let next = RawChunk {
+            records: Vec::with_capacity(CHUNK_RECORDS),
+            bytes: Vec::with_capacity(self.chunk.bytes.len() + self.chunk.bytes.len() / 8),
+        };
+        let chunk = std::mem::replace(&mut self.chunk, next);
         let started = Instant::now();
         if let Some(sender) = &self.to_decoder
             && sender.send(chunk).is_err()
@@ -278,11 +286,25 @@ impl<'scope, 'env: 'scope, S: Schema> Sink for ChunkingSink<'scope, 'env, S> {
         }
         Ok(())
     }
+
+    fn expect_records(&mut self, estimate: u64) {
+        let ops = usize::try_from(estimate)
+            .unwrap_or(usize::MAX)
+            .min(self.reserve_ops_max);
+        if ops > 0 {
+            self.target
+                .schema
+                .reserve_replayed(self.target.overlay, ops);
+            self.target.buffer.reserve_replayed(ops);
+        }
+    }
 }
 
 /// Runs `scan` (which replays the log into the sink it is given) with the rebuild pipeline
 /// behind it, and returns what `scan` returned once every replayed op is indexed in
-/// `overlay` (and [`Schema::finish_replay`] ran) and inserted into `buffer`.
+/// `overlay` (and [`Schema::finish_replay`] ran) and inserted into `buffer`. Room is reserved
+/// ahead for the ops recovery expects to replay, up to `reserve_ops_max` (the buffer's op
+/// bound: an estimate from a damaged log's names must not reserve without limit).
 ///
 /// # Errors
 /// [`Error::Decode`] for the lowest op key whose record did not decode (whatever `scan`
@@ -291,6 +313,7 @@ pub(crate) fn rebuild<S: Schema, T>(
     schema: &S,
     overlay: &S::Overlay,
     buffer: &Buffer<S::Op>,
+    reserve_ops_max: usize,
     scan: impl FnOnce(&mut dyn Sink) -> T,
 ) -> Result<T, Error> {
     let failure = Failure::default();
@@ -311,6 +334,7 @@ pub(crate) fn rebuild<S: Schema, T>(
             started: false,
             records: 0,
             send_wait_ns: 0,
+            reserve_ops_max,
         };
         let scanned = scan(&mut sink);
         let (started, records) = (sink.started, sink.records);
@@ -411,6 +435,7 @@ mod tests {
         sink: &mut dyn Sink,
         records: &[(u64, u8, Vec<u8>)],
     ) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+        sink.expect_records(records.len() as u64);
         for (op_key, kind, payload) in records {
             sink.replay(&Record {
                 offset: 0,
@@ -437,7 +462,7 @@ mod tests {
         let records = payloads(count);
         let overlay = ShapeOverlay::default();
         let buffer = Buffer::default();
-        let scanned = rebuild(&ShapeSchema, &overlay, &buffer, |sink| {
+        let scanned = rebuild(&ShapeSchema, &overlay, &buffer, usize::MAX, |sink| {
             replay_into(sink, &records)
         })
         .expect("no decode error")
@@ -476,7 +501,7 @@ mod tests {
         records[bad as usize - 1].2.truncate(4);
         let overlay = ShapeOverlay::default();
         let buffer = Buffer::default();
-        let error = rebuild(&ShapeSchema, &overlay, &buffer, |sink| {
+        let error = rebuild(&ShapeSchema, &overlay, &buffer, usize::MAX, |sink| {
             replay_into(sink, &records)
         })
         .expect_err("the open fails");
@@ -540,7 +565,7 @@ mod tests {
             .collect();
         let replayed = ShapeOverlay::default();
         let buffer = Buffer::default();
-        rebuild(&ShapeSchema, &replayed, &buffer, |sink| {
+        rebuild(&ShapeSchema, &replayed, &buffer, usize::MAX, |sink| {
             replay_into(sink, &records)
         })
         .expect("no decode error")

@@ -99,6 +99,14 @@ pub trait Schema: Send + Sync + 'static {
     /// replayed op with [`Schema::index`] on one thread.
     const REPLAY_INDEX_PARTS: usize = 1;
 
+    /// Recovery expects to replay about `ops` ops (an estimate from the log's segment names,
+    /// at most the buffer's op bound), and calls this once before the first: the overlay may
+    /// reserve room in its indexes, so that they do not grow step by step (each growth moves
+    /// every entry and takes fresh memory). The default does nothing.
+    fn reserve_replayed(&self, overlay: &Self::Overlay, ops: usize) {
+        let _ = (overlay, ops);
+    }
+
     /// Indexes part `part` (in `0..REPLAY_INDEX_PARTS`) of each of `ops`, ops that recovery
     /// replays from the log, in op-key order. Every part is called with every replayed op, in
     /// chunks, and parts run at once on different threads, so they must touch disjoint

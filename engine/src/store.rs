@@ -421,9 +421,11 @@ impl<S: Schema, St: Storage> Store<S, St> {
             max_record_bytes: config.log.max_record_bytes,
         };
         let log_config = config.log.clone();
-        let (log, report) = rebuild::rebuild(&schema, &overlay, &buffer, |sink| {
-            Log::open_with(storage, log_config, recovery, sink)
-        })??;
+        let reserve_ops_max = usize::try_from(config.buffer_ops_max).unwrap_or(usize::MAX);
+        let (log, report) =
+            rebuild::rebuild(&schema, &overlay, &buffer, reserve_ops_max, |sink| {
+                Log::open_with(storage, log_config, recovery, sink)
+            })??;
         let next_op_key = report.next_op_key;
         let live_count = buffer
             .latest_at_or_below(u64::MAX)

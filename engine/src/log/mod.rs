@@ -260,8 +260,14 @@ impl<S: Storage> SegmentSource for StorageSource<'_, S> {
     }
 
     fn read_file(&self, name: &str) -> walbuf_recovery::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.read_file_into(name, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn read_file_into(&self, name: &str, bytes: &mut Vec<u8>) -> walbuf_recovery::Result<()> {
         self.0
-            .read(name)
+            .read_into(name, bytes)
             .map_err(|source| walbuf_recovery::Error::Io {
                 path: self.0.describe(name),
                 source,

@@ -130,6 +130,10 @@ impl Schema for ShapeSchema {
         overlay.finish_replay();
     }
 
+    fn reserve_replayed(&self, overlay: &ShapeOverlay, ops: usize) {
+        overlay.reserve_replayed(ops);
+    }
+
     fn apply(
         &self,
         tx: &rusqlite::Transaction<'_>,

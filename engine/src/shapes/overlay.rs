@@ -100,7 +100,11 @@ impl<K: Hash + Eq, V> VersionIndex<K, V> {
     /// insert is a fence that keeps the processor from overlapping the cache misses of
     /// successive inserts, and cost about as much again as the inserts themselves).
     fn insert_many(&self, versions: impl IntoIterator<Item = (K, u64, V)>) {
-        let mut by_shard: [Vec<(u64, K, u64, V)>; SHARDS] = std::array::from_fn(|_| Vec::new());
+        let versions = versions.into_iter();
+        // Keys spread evenly over the shards; an eighth more absorbs the unevenness.
+        let per_shard = versions.size_hint().0 / SHARDS;
+        let mut by_shard: [Vec<(u64, K, u64, V)>; SHARDS] =
+            std::array::from_fn(|_| Vec::with_capacity(per_shard + per_shard / 8));
         for (key, op_key, value) in versions {
             let hash = self.state.hash_one(&key);
             by_shard[shard_of(hash)].push((hash, key, op_key, value));
@@ -180,6 +184,15 @@ impl<K: Hash + Eq, V> VersionIndex<K, V> {
 
     fn len(&self) -> usize {
         self.shards.iter().map(|shard| shard.read().len()).sum()
+    }
+
+    /// Reserves room for `entries` more keys, spread evenly over the shards.
+    fn reserve(&self, entries: usize) {
+        for shard in &self.shards {
+            shard
+                .write()
+                .reserve(entries.div_ceil(SHARDS), |entry| entry.hash);
+        }
     }
 }
 
@@ -498,6 +511,12 @@ impl Presence {
         self.handles.write().extend(hashes);
     }
 
+    /// Reserves room for `keys` more handles and as many comparables.
+    fn reserve(&self, keys: usize) {
+        self.handles.write().reserve(keys);
+        self.comparables.write().reserve(keys);
+    }
+
     /// Records that each of `comparables` may be in SQLite, under one hold of the lock.
     fn insert_comparables<'a>(&self, comparables: impl Iterator<Item = &'a [u8]>) {
         let hashes: Vec<u64> = comparables
@@ -594,9 +613,12 @@ impl ShapeOverlay {
         part: usize,
         ops: impl Iterator<Item = (u64, &'op ShapeOp)>,
     ) {
+        // The chunk's entries are gathered into vectors sized for it up front: grown step by
+        // step, each growth copies them to fresh memory.
+        let chunk_ops = ops.size_hint().0;
         if part == 0 {
-            let mut versions = Vec::new();
-            let mut replayed_adds = Vec::new();
+            let mut versions = Vec::with_capacity(chunk_ops);
+            let mut replayed_adds = Vec::with_capacity(chunk_ops);
             for (op_key, op) in ops {
                 match op {
                     ShapeOp::Add(shape) => {
@@ -628,9 +650,10 @@ impl ShapeOverlay {
             self.handles.insert_many(versions);
             self.stage_replayed_adds(replayed_adds);
         } else {
-            let mut versions = Vec::new();
+            let mut versions = Vec::with_capacity(chunk_ops);
+            // Two relations per add is typical; a shard's vector grows past that if need be.
             let mut relations: [Vec<(u32, u64, HandleKey)>; SHARDS] =
-                std::array::from_fn(|_| Vec::new());
+                std::array::from_fn(|_| Vec::with_capacity(2 * chunk_ops / SHARDS));
             for (op_key, op) in ops {
                 match op {
                     ShapeOp::Add(shape) => {
@@ -683,6 +706,18 @@ impl ShapeOverlay {
     fn stage_replayed_adds(&self, mut adds: Vec<AddedKey>) {
         adds.sort_unstable();
         self.replayed_adds.lock().append(&mut adds);
+    }
+
+    /// Reserves room for about `ops` replayed adds in every index replay fills (see
+    /// [`crate::Schema::reserve_replayed`]).
+    pub(crate) fn reserve_replayed(&self, ops: usize) {
+        self.handles.reserve(ops);
+        self.comparables.reserve(ops);
+        for shard in &self.relations {
+            shard.write().reserve(ops.div_ceil(SHARDS));
+        }
+        self.presence.reserve(ops);
+        self.replayed_adds.lock().reserve(ops);
     }
 
     /// Adds the replayed adds to the ordered set of adds, in one bulk build.

@@ -157,13 +157,21 @@ impl Storage for FsStorage {
     }
 
     fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.read_into(name, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn read_into(&self, name: &str, bytes: &mut Vec<u8>) -> io::Result<()> {
         let mut file = File::open(self.path(name))?;
         // Without this, readahead builds large page-cache folios over the segment that a later
         // mapping of it would inherit (see `MappedSegment::map`).
         let _ = rustix::fs::fadvise(&file, 0, None, FileAdvice::Random);
-        let mut bytes = Vec::with_capacity(file.metadata()?.len() as usize);
-        file.read_to_end(&mut bytes)?;
-        Ok(bytes)
+        bytes.clear();
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        bytes.try_reserve_exact(len).map_err(io::Error::other)?;
+        file.read_to_end(bytes)?;
+        Ok(())
     }
 
     fn read_prefix(&self, name: &str, len: usize) -> io::Result<Vec<u8>> {

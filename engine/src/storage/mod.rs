@@ -73,6 +73,18 @@ pub trait Storage: Send + Sync + 'static {
     /// Any I/O error.
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
 
+    /// The whole content of file `name` into `bytes` (replacing what it held), read like
+    /// [`Storage::read`]; recovery reads every segment into one buffer this way. The default
+    /// calls [`Storage::read`]; an implementation that reuses the buffer's memory spares
+    /// recovery a fresh segment-sized allocation per segment.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn read_into(&self, name: &str, bytes: &mut Vec<u8>) -> io::Result<()> {
+        *bytes = self.read(name)?;
+        Ok(())
+    }
+
     /// At most the first `len` bytes of file `name` (fewer if the file is shorter), read like
     /// [`Storage::read`]. The default reads the whole file.
     ///
