@@ -94,7 +94,7 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
         self.peak_bytes.fetch_max(total, Ordering::Relaxed);
     }
 
-    /// Reserves room for about `ops` replayed ops (see [`Buffer::extend_replayed`]).
+    /// Reserves room for about `ops` more replayed ops (see [`Buffer::extend_replayed`]).
     pub fn reserve_replayed(&self, ops: usize) {
         self.replayed.write().reserve(ops);
     }

@@ -136,6 +136,8 @@ struct ChunkingSink<'scope, 'env, S: Schema> {
     send_wait_ns: u64,
     /// The most ops [`Sink::expect_records`] may reserve room for.
     reserve_ops_max: usize,
+    /// The ops room was reserved for so far.
+    reserved_ops: usize,
 }
 
 /// Where replayed ops go.
@@ -291,11 +293,13 @@ impl<'scope, 'env: 'scope, S: Schema> Sink for ChunkingSink<'scope, 'env, S> {
         let ops = usize::try_from(estimate)
             .unwrap_or(usize::MAX)
             .min(self.reserve_ops_max);
-        if ops > 0 {
+        if ops > self.reserved_ops {
+            let more = ops - self.reserved_ops;
             self.target
                 .schema
-                .reserve_replayed(self.target.overlay, ops);
-            self.target.buffer.reserve_replayed(ops);
+                .reserve_replayed(self.target.overlay, more);
+            self.target.buffer.reserve_replayed(more);
+            self.reserved_ops = ops;
         }
     }
 }
@@ -335,6 +339,7 @@ pub(crate) fn rebuild<S: Schema, T>(
             records: 0,
             send_wait_ns: 0,
             reserve_ops_max,
+            reserved_ops: 0,
         };
         let scanned = scan(&mut sink);
         let (started, records) = (sink.started, sink.records);

@@ -99,10 +99,12 @@ pub trait Schema: Send + Sync + 'static {
     /// replayed op with [`Schema::index`] on one thread.
     const REPLAY_INDEX_PARTS: usize = 1;
 
-    /// Recovery expects to replay about `ops` ops (an estimate from the log's segment names,
-    /// at most the buffer's op bound), and calls this once before the first: the overlay may
-    /// reserve room in its indexes, so that they do not grow step by step (each growth moves
-    /// every entry and takes fresh memory). The default does nothing.
+    /// Recovery expects to replay about `ops` more ops than it said before (see
+    /// `walbuf_recovery::replay::Sink::expect_records`; in all, at most the buffer's op
+    /// bound): the overlay may reserve room for them in its indexes, so that they do not grow
+    /// step by step (each growth moves every entry and takes fresh memory). Called before
+    /// the first replayed op, and again before a segment that holds more than was expected.
+    /// The default does nothing.
     fn reserve_replayed(&self, overlay: &Self::Overlay, ops: usize) {
         let _ = (overlay, ops);
     }

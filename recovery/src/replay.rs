@@ -143,11 +143,13 @@ pub trait Sink {
         record: &Record<'_>,
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-    /// About how many records recovery expects to replay, said once before the first: the
-    /// op keys above the watermark in every segment but the last (exact, since keys are
-    /// gapless across segments), plus their average per segment for the last one. An
-    /// estimate for reserving memory, neither a bound nor a promise (a damaged log replays
-    /// fewer). The default ignores it.
+    /// About how many records recovery expects to replay in all, for reserving memory:
+    /// said before the first record, from the segments' names (the op keys above the
+    /// watermark in every segment but the last — exact, since keys are gapless across
+    /// segments — plus their average per segment for the last one), and said again, higher,
+    /// whenever a scanned segment shows that more will come (before its records: the records
+    /// replayed so far and that segment's). An estimate, neither a bound nor a promise (a
+    /// damaged log replays fewer). The default ignores it.
     fn expect_records(&mut self, estimate: u64) {
         let _ = estimate;
     }
@@ -363,8 +365,9 @@ pub fn replay(source: &dyn SegmentSource, options: Options, sink: &mut dyn Sink)
         previous_sequence: None,
         stopped: false,
         last_fed: None,
+        said_expected: 0,
     };
-    sink.expect_records(expected_records(&names, options.watermark));
+    driver.expect(expected_records(&names, options.watermark), sink);
     let count = names.len();
     let mut bytes = Vec::new();
     for (index, (name_key, name)) in names.into_iter().enumerate() {
@@ -410,6 +413,8 @@ struct Driver {
     stopped: bool,
     /// The op key last handed to the sink.
     last_fed: Option<u64>,
+    /// The highest estimate said to [`Sink::expect_records`].
+    said_expected: u64,
 }
 
 /// What an anomaly does under the current mode.
@@ -521,6 +526,12 @@ impl Driver {
         // what was replayed): never go back.
         self.expected = Some(scan.next_op_key()).max(self.expected);
         self.report.records_scanned += scan.records.len() as u64;
+        let to_replay = scan
+            .records
+            .iter()
+            .filter(|record| record.op_key > self.options.watermark)
+            .count();
+        self.expect(self.report.records_replayed + to_replay as u64, sink);
         self.feed(&scan.records, sink)?;
         self.report.last_op_key = scan.last_op_key().max(self.report.last_op_key);
 
@@ -691,6 +702,14 @@ impl Driver {
         self.report.discarded_segments.push(name);
     }
 
+    /// Says `estimate` to the sink if it is higher than what was said before.
+    fn expect(&mut self, estimate: u64, sink: &mut dyn Sink) {
+        if estimate > self.said_expected {
+            self.said_expected = estimate;
+            sink.expect_records(estimate);
+        }
+    }
+
     fn feed(&mut self, records: &[Record<'_>], sink: &mut dyn Sink) -> Result<()> {
         for record in records
             .iter()
@@ -790,6 +809,61 @@ mod tests {
         };
         let result = replay(source, options, &mut sink);
         (result, keys)
+    }
+
+    /// A sink that keeps what it heard: `Err(estimate)` for an estimate, `Ok(key)` for a
+    /// record.
+    #[derive(Default)]
+    struct Hearing(Vec<std::result::Result<u64, u64>>);
+
+    impl Sink for Hearing {
+        fn replay(
+            &mut self,
+            record: &Record<'_>,
+        ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            self.0.push(Ok(record.op_key));
+            Ok(())
+        }
+
+        fn expect_records(&mut self, estimate: u64) {
+            self.0.push(Err(estimate));
+        }
+    }
+
+    #[test]
+    fn the_sink_hears_each_segments_records_before_they_come() {
+        // One segment: nothing to estimate from the names; its count comes before its records.
+        let source = Memory(vec![segment(1, 1, 1, 1..=3, &[])]);
+        let mut sink = Hearing::default();
+        replay(&source, Options::default(), &mut sink).expect("replays");
+        assert_eq!(sink.0, vec![Err(3), Ok(1), Ok(2), Ok(3)]);
+
+        // Three segments of 2, 2 and 5 above a watermark of 1: the names say 1 + 2 and an
+        // average of 1 for the last (4); the last segment's scan raises it to 3 + 5.
+        let source = Memory(vec![
+            segment(1, 1, 1, 1..=2, &[]),
+            segment(3, 2, 3, 3..=4, &[]),
+            segment(5, 3, 5, 5..=9, &[]),
+        ]);
+        let mut sink = Hearing::default();
+        let options = Options {
+            watermark: 1,
+            ..Options::default()
+        };
+        replay(&source, options, &mut sink).expect("replays");
+        let estimates: Vec<u64> = sink.0.iter().filter_map(|heard| heard.err()).collect();
+        assert_eq!(estimates, vec![4, 8]);
+        let before_last = sink
+            .0
+            .iter()
+            .position(|heard| *heard == Ok(5))
+            .expect("key 5");
+        assert_eq!(
+            sink.0[before_last - 1],
+            Err(8),
+            "said before the last segment's records"
+        );
+        assert_eq!(sink.0.iter().filter(|heard| heard.is_ok()).count(), 8);
     }
 
     #[test]

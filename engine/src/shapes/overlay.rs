@@ -708,7 +708,7 @@ impl ShapeOverlay {
         self.replayed_adds.lock().append(&mut adds);
     }
 
-    /// Reserves room for about `ops` replayed adds in every index replay fills (see
+    /// Reserves room for about `ops` more replayed adds in every index replay fills (see
     /// [`crate::Schema::reserve_replayed`]).
     pub(crate) fn reserve_replayed(&self, ops: usize) {
         self.handles.reserve(ops);
