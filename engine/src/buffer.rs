@@ -95,8 +95,9 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
     }
 
     /// Reserves room for about `ops` more replayed ops (see [`Buffer::extend_replayed`]).
+    /// Only a hint: a reservation the allocator refuses is skipped.
     pub fn reserve_replayed(&self, ops: usize) {
-        self.replayed.write().reserve(ops);
+        let _ = self.replayed.write().try_reserve(ops);
     }
 
     /// Buffers ops that recovery replayed, in ascending op-key order, before any op is

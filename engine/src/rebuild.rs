@@ -37,6 +37,10 @@ use crate::schema::{DecodeError, Schema};
 /// Records per chunk: large enough that channel hand-offs cost nothing per op, small enough
 /// that the stages overlap from the first milliseconds.
 pub(crate) const CHUNK_RECORDS: usize = 4096;
+/// The most replayed ops room is reserved for ahead, whatever the estimate and the buffer's
+/// bound (an estimate from a damaged log's names can be absurd, and a bound may be
+/// unlimited): past it, the indexes grow as they go.
+const RESERVE_OPS_MAX: usize = 1 << 22;
 /// Chunks each channel holds before its sender waits.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
@@ -292,7 +296,8 @@ impl<'scope, 'env: 'scope, S: Schema> Sink for ChunkingSink<'scope, 'env, S> {
     fn expect_records(&mut self, estimate: u64) {
         let ops = usize::try_from(estimate)
             .unwrap_or(usize::MAX)
-            .min(self.reserve_ops_max);
+            .min(self.reserve_ops_max)
+            .min(RESERVE_OPS_MAX);
         if ops > self.reserved_ops {
             let more = ops - self.reserved_ops;
             self.target
@@ -493,6 +498,22 @@ mod tests {
         let mut handles = Vec::new();
         overlay.handles_with_oid(7, u64::MAX, &mut handles);
         assert_eq!(handles.len() as u64, count);
+    }
+
+    #[test]
+    fn an_absurd_estimate_reserves_within_bounds_and_loses_nothing() {
+        // A damaged log's names can promise any number of records.
+        let records = payloads(100);
+        let overlay = ShapeOverlay::default();
+        let buffer = Buffer::default();
+        let scanned = rebuild(&ShapeSchema, &overlay, &buffer, usize::MAX, |sink| {
+            sink.expect_records(u64::MAX);
+            replay_into(sink, &records)
+        })
+        .expect("no decode error")
+        .expect("scan succeeds");
+        assert_eq!(scanned, 100);
+        assert_eq!(buffer.len_ops(), 100);
     }
 
     #[test]

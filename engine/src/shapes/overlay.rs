@@ -186,12 +186,13 @@ impl<K: Hash + Eq, V> VersionIndex<K, V> {
         self.shards.iter().map(|shard| shard.read().len()).sum()
     }
 
-    /// Reserves room for `entries` more keys, spread evenly over the shards.
+    /// Reserves room for `entries` more keys, spread evenly over the shards, if the allocator
+    /// gives it.
     fn reserve(&self, entries: usize) {
         for shard in &self.shards {
-            shard
+            let _ = shard
                 .write()
-                .reserve(entries.div_ceil(SHARDS), |entry| entry.hash);
+                .try_reserve(entries.div_ceil(SHARDS), |entry| entry.hash);
         }
     }
 }
@@ -513,8 +514,8 @@ impl Presence {
 
     /// Reserves room for `keys` more handles and as many comparables.
     fn reserve(&self, keys: usize) {
-        self.handles.write().reserve(keys);
-        self.comparables.write().reserve(keys);
+        let _ = self.handles.write().try_reserve(keys);
+        let _ = self.comparables.write().try_reserve(keys);
     }
 
     /// Records that each of `comparables` may be in SQLite, under one hold of the lock.
@@ -709,15 +710,16 @@ impl ShapeOverlay {
     }
 
     /// Reserves room for about `ops` more replayed adds in every index replay fills (see
-    /// [`crate::Schema::reserve_replayed`]).
+    /// [`crate::Schema::reserve_replayed`]). Only a hint: a reservation the allocator refuses
+    /// is skipped, and the indexes grow as they go.
     pub(crate) fn reserve_replayed(&self, ops: usize) {
         self.handles.reserve(ops);
         self.comparables.reserve(ops);
         for shard in &self.relations {
-            shard.write().reserve(ops.div_ceil(SHARDS));
+            let _ = shard.write().try_reserve(ops.div_ceil(SHARDS));
         }
         self.presence.reserve(ops);
-        self.replayed_adds.lock().reserve(ops);
+        let _ = self.replayed_adds.lock().try_reserve(ops);
     }
 
     /// Adds the replayed adds to the ordered set of adds, in one bulk build.
