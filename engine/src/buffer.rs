@@ -94,10 +94,18 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
         self.peak_bytes.fetch_max(total, Ordering::Relaxed);
     }
 
-    /// Reserves room for about `ops` more replayed ops (see [`Buffer::extend_replayed`]).
+    /// Reserves room for about `ops` replayed ops in all (see [`Buffer::extend_replayed`]).
     /// Only a hint: a reservation the allocator refuses is skipped.
     pub fn reserve_replayed(&self, ops: usize) {
-        let _ = self.replayed.write().try_reserve(ops);
+        let mut replayed = self.replayed.write();
+        let more = ops.saturating_sub(replayed.len());
+        let _ = replayed.try_reserve_exact(more);
+    }
+
+    /// Replayed ops the queue has room for without growing (tests of the reservation).
+    #[cfg(test)]
+    pub(crate) fn replayed_capacity(&self) -> usize {
+        self.replayed.read().capacity()
     }
 
     /// Buffers ops that recovery replayed, in ascending op-key order, before any op is

@@ -41,6 +41,8 @@ pub(crate) const CHUNK_RECORDS: usize = 4096;
 /// bound (an estimate from a damaged log's names can be absurd, and a bound may be
 /// unlimited): past it, the indexes grow as they go.
 const RESERVE_OPS_MAX: usize = 1 << 22;
+/// The most payload bytes a new chunk is sized for ahead.
+const CHUNK_BYTES_AHEAD_MAX: usize = 8 << 20;
 /// Chunks each channel holds before its sender waits.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
@@ -140,7 +142,7 @@ struct ChunkingSink<'scope, 'env, S: Schema> {
     send_wait_ns: u64,
     /// The most ops [`Sink::expect_records`] may reserve room for.
     reserve_ops_max: usize,
-    /// The ops room was reserved for so far.
+    /// The ops room was reserved for so far, in all.
     reserved_ops: usize,
 }
 
@@ -233,18 +235,26 @@ impl<'scope, 'env: 'scope, S: Schema> ChunkingSink<'scope, 'env, S> {
         self.started = true;
     }
 
-    /// Hands a full chunk to the pipeline, starting it if need be.
+    /// Hands a full chunk to the pipeline, starting it if need be, and starts the next.
     fn send(&mut self) {
+        // The next chunk's payloads take about as many bytes as this one's: sized ahead (up
+        // to a bound: records may be large), its buffer is not grown (and copied) step by
+        // step.
+        let bytes_ahead = self.chunk.bytes.len() + self.chunk.bytes.len() / 8;
+        let mut next = RawChunk::default();
+        let _ = next.records.try_reserve_exact(CHUNK_RECORDS);
+        let _ = next
+            .bytes
+            .try_reserve_exact(bytes_ahead.min(CHUNK_BYTES_AHEAD_MAX));
+        let chunk = std::mem::replace(&mut self.chunk, next);
+        self.hand_on(chunk);
+    }
+
+    /// Hands `chunk` to the pipeline, starting it if need be.
+    fn hand_on(&mut self, chunk: RawChunk) {
         if !self.started {
             self.start();
         }
-        // The next chunk's payloads take about as many bytes as this one's: sized ahead, its
-        // buffer is not grown (and copied) step by step.
-        let next = RawChunk {
-            records: Vec::with_capacity(CHUNK_RECORDS),
-            bytes: Vec::with_capacity(self.chunk.bytes.len() + self.chunk.bytes.len() / 8),
-        };
-        let chunk = std::mem::replace(&mut self.chunk, next);
         let started = Instant::now();
         if let Some(sender) = &self.to_decoder
             && sender.send(chunk).is_err()
@@ -262,7 +272,8 @@ impl<'scope, 'env: 'scope, S: Schema> ChunkingSink<'scope, 'env, S> {
             return;
         }
         if self.started {
-            self.send();
+            let chunk = std::mem::take(&mut self.chunk);
+            self.hand_on(chunk);
         } else if let Some(decoded) = self.target.decode(&self.chunk) {
             for part in 0..S::REPLAY_INDEX_PARTS.max(1) {
                 self.target.index(part, &decoded);
@@ -299,11 +310,10 @@ impl<'scope, 'env: 'scope, S: Schema> Sink for ChunkingSink<'scope, 'env, S> {
             .min(self.reserve_ops_max)
             .min(RESERVE_OPS_MAX);
         if ops > self.reserved_ops {
-            let more = ops - self.reserved_ops;
             self.target
                 .schema
-                .reserve_replayed(self.target.overlay, more);
-            self.target.buffer.reserve_replayed(more);
+                .reserve_replayed(self.target.overlay, ops);
+            self.target.buffer.reserve_replayed(ops);
             self.reserved_ops = ops;
         }
     }
@@ -313,7 +323,8 @@ impl<'scope, 'env: 'scope, S: Schema> Sink for ChunkingSink<'scope, 'env, S> {
 /// behind it, and returns what `scan` returned once every replayed op is indexed in
 /// `overlay` (and [`Schema::finish_replay`] ran) and inserted into `buffer`. Room is reserved
 /// ahead for the ops recovery expects to replay, up to `reserve_ops_max` (the buffer's op
-/// bound: an estimate from a damaged log's names must not reserve without limit).
+/// bound) and [`RESERVE_OPS_MAX`]: an estimate from a damaged log's names must not reserve
+/// without limit.
 ///
 /// # Errors
 /// [`Error::Decode`] for the lowest op key whose record did not decode (whatever `scan`
@@ -500,20 +511,73 @@ mod tests {
         assert_eq!(handles.len() as u64, count);
     }
 
-    #[test]
-    fn an_absurd_estimate_reserves_within_bounds_and_loses_nothing() {
-        // A damaged log's names can promise any number of records.
-        let records = payloads(100);
+    /// Rebuilds `records` with `reserve_ops_max`, saying `first` to the sink before the first
+    /// record and `raised` (if any) halfway; returns the buffer's replay queue capacity.
+    fn replayed_capacity_after(
+        records: &[(u64, u8, Vec<u8>)],
+        reserve_ops_max: usize,
+        first: u64,
+        raised: Option<u64>,
+    ) -> usize {
         let overlay = ShapeOverlay::default();
         let buffer = Buffer::default();
-        let scanned = rebuild(&ShapeSchema, &overlay, &buffer, usize::MAX, |sink| {
-            sink.expect_records(u64::MAX);
-            replay_into(sink, &records)
+        let (before, after) = records.split_at(records.len() / 2);
+        let scanned = rebuild(&ShapeSchema, &overlay, &buffer, reserve_ops_max, |sink| {
+            sink.expect_records(first);
+            let mut scanned = replay_into(sink, before)?;
+            if let Some(raised) = raised {
+                sink.expect_records(raised);
+            }
+            scanned += replay_into(sink, after)?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(scanned)
         })
         .expect("no decode error")
         .expect("scan succeeds");
-        assert_eq!(scanned, 100);
-        assert_eq!(buffer.len_ops(), 100);
+        assert_eq!(scanned, records.len() as u64);
+        assert_eq!(
+            buffer.len_ops(),
+            records.len() as u64,
+            "every op is buffered"
+        );
+        assert_eq!(
+            overlay.replay_capacities().1,
+            0,
+            "the staged adds were built"
+        );
+        buffer.replayed_capacity()
+    }
+
+    #[test]
+    fn the_replay_reserves_what_is_expected_in_all_even_when_raised_halfway() {
+        let count = CHUNK_RECORDS * 2 + 17;
+        let records = payloads(count as u64);
+        // Said up front, exactly: the queue never grows past it.
+        assert_eq!(
+            replayed_capacity_after(&records, usize::MAX, count as u64, None),
+            count
+        );
+        // Raised halfway (the pipeline may not have buffered anything yet): room for all of
+        // it, not for the difference beside what is buffered.
+        assert_eq!(
+            replayed_capacity_after(&records, usize::MAX, (count / 2) as u64, Some(count as u64)),
+            count
+        );
+    }
+
+    #[test]
+    fn an_absurd_estimate_reserves_at_most_the_bounds_and_loses_nothing() {
+        // A damaged log's names can promise any number of records.
+        let records = payloads(100);
+        assert_eq!(
+            replayed_capacity_after(&records, 1000, u64::MAX, None),
+            1000,
+            "the buffer's bound"
+        );
+        assert_eq!(
+            replayed_capacity_after(&records, usize::MAX, u64::MAX, None),
+            RESERVE_OPS_MAX,
+            "the absolute bound"
+        );
     }
 
     #[test]

@@ -99,12 +99,14 @@ pub trait Schema: Send + Sync + 'static {
     /// replayed op with [`Schema::index`] on one thread.
     const REPLAY_INDEX_PARTS: usize = 1;
 
-    /// Recovery expects to replay about `ops` more ops than it said before (see
-    /// `walbuf_recovery::replay::Sink::expect_records`; in all, at most the buffer's op
-    /// bound): the overlay may reserve room for them in its indexes, so that they do not grow
-    /// step by step (each growth moves every entry and takes fresh memory). Called before
-    /// the first replayed op, and again before a segment that holds more than was expected.
-    /// The default does nothing.
+    /// Recovery expects to replay about `ops` ops in all (see
+    /// `walbuf_recovery::replay::Sink::expect_records`; capped at the buffer's op bound and at
+    /// 4 M): the overlay may reserve room for that many replayed ops in its indexes, so that
+    /// they do not grow step by step (each growth moves every entry and takes fresh memory).
+    /// Called before the first replayed op, and again, with a higher `ops`, before a segment
+    /// that holds more than was expected — by then [`Schema::index_replayed`] parts may be
+    /// running on other threads, so what this touches must be behind the same locks they
+    /// take. Only a hint: reserve with `try_reserve`, never fail. The default does nothing.
     fn reserve_replayed(&self, overlay: &Self::Overlay, ops: usize) {
         let _ = (overlay, ops);
     }

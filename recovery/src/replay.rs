@@ -864,6 +864,19 @@ mod tests {
             "said before the last segment's records"
         );
         assert_eq!(sink.0.iter().filter(|heard| heard.is_ok()).count(), 8);
+
+        // The watermark inside the last segment: only the keys above it are expected.
+        let source = Memory(vec![
+            segment(1, 1, 1, 1..=3, &[]),
+            segment(4, 2, 4, 4..=9, &[]),
+        ]);
+        let mut sink = Hearing::default();
+        let options = Options {
+            watermark: 5,
+            ..Options::default()
+        };
+        replay(&source, options, &mut sink).expect("replays");
+        assert_eq!(sink.0, vec![Err(4), Ok(6), Ok(7), Ok(8), Ok(9)]);
     }
 
     #[test]
@@ -879,8 +892,9 @@ mod tests {
         assert_eq!(expected_records(&names(&[1, 101, 201]), 0), 300);
         // The watermark is inside the first: 50 + 100 known, 75 on average.
         assert_eq!(expected_records(&names(&[1, 101, 201]), 50), 225);
-        // Segments wholly applied count nothing.
+        // Segments wholly applied count nothing, nor in the average: 50 + 100, and 75.
         assert_eq!(expected_records(&names(&[1, 101, 201]), 300), 0);
+        assert_eq!(expected_records(&names(&[1, 101, 201, 301]), 150), 225);
     }
 
     #[test]

@@ -186,14 +186,24 @@ impl<K: Hash + Eq, V> VersionIndex<K, V> {
         self.shards.iter().map(|shard| shard.read().len()).sum()
     }
 
-    /// Reserves room for `entries` more keys, spread evenly over the shards, if the allocator
-    /// gives it.
-    fn reserve(&self, entries: usize) {
+    /// Reserves room for `entries` keys in all, spread evenly over the shards, if the
+    /// allocator gives it.
+    fn reserve_total(&self, entries: usize) {
+        let per_shard = entries.div_ceil(SHARDS);
         for shard in &self.shards {
-            let _ = shard
-                .write()
-                .try_reserve(entries.div_ceil(SHARDS), |entry| entry.hash);
+            let mut shard = shard.write();
+            let more = per_shard.saturating_sub(shard.len());
+            let _ = shard.try_reserve(more, |entry| entry.hash);
         }
+    }
+
+    /// Keys the shards have room for without growing.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.read().capacity())
+            .sum()
     }
 }
 
@@ -456,6 +466,9 @@ pub(crate) struct Presence {
     state: foldhash::fast::RandomState,
     handles: RwLock<HashSet<u64, BuildHasherDefault<IdentityHasher>>>,
     comparables: RwLock<HashSet<u64, BuildHasherDefault<IdentityHasher>>>,
+    /// How many handles and comparables each set held (loaded from SQLite) when replay first
+    /// reserved room in them.
+    loaded_before_replay: Mutex<Option<(usize, usize)>>,
 }
 
 /// The hashes are already uniform: hash them as themselves.
@@ -512,10 +525,18 @@ impl Presence {
         self.handles.write().extend(hashes);
     }
 
-    /// Reserves room for `keys` more handles and as many comparables.
-    fn reserve(&self, keys: usize) {
-        let _ = self.handles.write().try_reserve(keys);
-        let _ = self.comparables.write().try_reserve(keys);
+    /// Reserves room for `keys` replayed handles and as many comparables, beside the keys
+    /// each set held when the first reservation came (those loaded from SQLite).
+    fn reserve_replayed(&self, keys: usize) {
+        let (handles, comparables) = *self
+            .loaded_before_replay
+            .lock()
+            .get_or_insert_with(|| (self.handles.read().len(), self.comparables.read().len()));
+        for (set, loaded) in [(&self.handles, handles), (&self.comparables, comparables)] {
+            let mut set = set.write();
+            let more = loaded.saturating_add(keys).saturating_sub(set.len());
+            let _ = set.try_reserve(more);
+        }
     }
 
     /// Records that each of `comparables` may be in SQLite, under one hold of the lock.
@@ -709,17 +730,27 @@ impl ShapeOverlay {
         self.replayed_adds.lock().append(&mut adds);
     }
 
-    /// Reserves room for about `ops` more replayed adds in every index replay fills (see
-    /// [`crate::Schema::reserve_replayed`]). Only a hint: a reservation the allocator refuses
-    /// is skipped, and the indexes grow as they go.
+    /// Reserves room for about `ops` replayed adds in all, in the indexes with an entry per
+    /// add (see [`crate::Schema::reserve_replayed`]): handles, comparables, their presence
+    /// filters and the staged adds. Not the relations index: it has an entry per distinct
+    /// oid, and shapes usually share a few tables. Only a hint: a reservation the allocator
+    /// refuses is skipped, and the indexes grow as they go.
     pub(crate) fn reserve_replayed(&self, ops: usize) {
-        self.handles.reserve(ops);
-        self.comparables.reserve(ops);
-        for shard in &self.relations {
-            let _ = shard.write().try_reserve(ops.div_ceil(SHARDS));
-        }
-        self.presence.reserve(ops);
-        let _ = self.replayed_adds.lock().try_reserve(ops);
+        self.handles.reserve_total(ops);
+        self.comparables.reserve_total(ops);
+        self.presence.reserve_replayed(ops);
+        let mut staged = self.replayed_adds.lock();
+        let more = ops.saturating_sub(staged.len());
+        let _ = staged.try_reserve_exact(more);
+    }
+
+    /// Capacities of the handles index and the staged adds (tests of the reservation).
+    #[cfg(test)]
+    pub(crate) fn replay_capacities(&self) -> (usize, usize) {
+        (
+            self.handles.capacity(),
+            self.replayed_adds.lock().capacity(),
+        )
     }
 
     /// Adds the replayed adds to the ordered set of adds, in one bulk build.
