@@ -830,53 +830,55 @@ mod tests {
         }
     }
 
+    /// What a sink hears from a replay of `segments` above `watermark`.
+    fn heard(
+        segments: Vec<(String, Vec<u8>)>,
+        watermark: u64,
+    ) -> Vec<std::result::Result<u64, u64>> {
+        let mut sink = Hearing::default();
+        let options = Options {
+            watermark,
+            ..Options::default()
+        };
+        replay(&Memory(segments), options, &mut sink).expect("replays");
+        sink.0
+    }
+
     #[test]
     fn the_sink_hears_each_segments_records_before_they_come() {
         // One segment: nothing to estimate from the names; its count comes before its records.
-        let source = Memory(vec![segment(1, 1, 1, 1..=3, &[])]);
-        let mut sink = Hearing::default();
-        replay(&source, Options::default(), &mut sink).expect("replays");
-        assert_eq!(sink.0, vec![Err(3), Ok(1), Ok(2), Ok(3)]);
+        let one = heard(vec![segment(1, 1, 1, 1..=3, &[])], 0);
+        assert_eq!(one, vec![Err(3), Ok(1), Ok(2), Ok(3)]);
 
         // Three segments of 2, 2 and 5 above a watermark of 1: the names say 1 + 2 and an
         // average of 1 for the last (4); the last segment's scan raises it to 3 + 5.
-        let source = Memory(vec![
-            segment(1, 1, 1, 1..=2, &[]),
-            segment(3, 2, 3, 3..=4, &[]),
-            segment(5, 3, 5, 5..=9, &[]),
-        ]);
-        let mut sink = Hearing::default();
-        let options = Options {
-            watermark: 1,
-            ..Options::default()
-        };
-        replay(&source, options, &mut sink).expect("replays");
-        let estimates: Vec<u64> = sink.0.iter().filter_map(|heard| heard.err()).collect();
+        let three = heard(
+            vec![
+                segment(1, 1, 1, 1..=2, &[]),
+                segment(3, 2, 3, 3..=4, &[]),
+                segment(5, 3, 5, 5..=9, &[]),
+            ],
+            1,
+        );
+        let estimates: Vec<u64> = three.iter().filter_map(|heard| heard.err()).collect();
         assert_eq!(estimates, vec![4, 8]);
-        let before_last = sink
-            .0
+        let before_last = three
             .iter()
             .position(|heard| *heard == Ok(5))
             .expect("key 5");
         assert_eq!(
-            sink.0[before_last - 1],
+            three[before_last - 1],
             Err(8),
             "said before the last segment's records"
         );
-        assert_eq!(sink.0.iter().filter(|heard| heard.is_ok()).count(), 8);
+        assert_eq!(three.iter().filter(|heard| heard.is_ok()).count(), 8);
 
         // The watermark inside the last segment: only the keys above it are expected.
-        let source = Memory(vec![
-            segment(1, 1, 1, 1..=3, &[]),
-            segment(4, 2, 4, 4..=9, &[]),
-        ]);
-        let mut sink = Hearing::default();
-        let options = Options {
-            watermark: 5,
-            ..Options::default()
-        };
-        replay(&source, options, &mut sink).expect("replays");
-        assert_eq!(sink.0, vec![Err(4), Ok(6), Ok(7), Ok(8), Ok(9)]);
+        let inside = heard(
+            vec![segment(1, 1, 1, 1..=3, &[]), segment(4, 2, 4, 4..=9, &[])],
+            5,
+        );
+        assert_eq!(inside, vec![Err(4), Ok(6), Ok(7), Ok(8), Ok(9)]);
     }
 
     #[test]
