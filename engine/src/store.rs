@@ -69,7 +69,10 @@ pub struct StoreConfig {
     /// About the most bytes of ops applied in one transaction (default 32 MiB).
     pub batch_bytes_max: u64,
     /// The flusher applies whatever is pending at least this often (default 50 ms); it starts
-    /// sooner once `batch_ops_max` ops are pending.
+    /// sooner once `batch_ops_max` ops are pending. Each batch's commit syncs SQLite's WAL on
+    /// the disk the log syncs on: under `SyncPolicy::Sync`, a longer interval leaves the log
+    /// more of the disk (see `docs/benchmarks.md`, "Sync acks and the flusher's commits"),
+    /// at the cost of SQLite lagging further behind the buffer.
     pub flush_interval_ms: u64,
     /// Hard bound on buffered ops (default 1 000 000).
     pub buffer_ops_max: u64,
