@@ -428,3 +428,53 @@ pub fn kill_victim_config() -> walbuf::store::StoreConfig {
         ..walbuf::store::StoreConfig::default()
     }
 }
+
+/// Background threads, each repeating a step until stopped: the load a test runs beside
+/// what it checks (readers, churning writers).
+pub struct Repeating {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Repeating {
+    /// Starts `threads` threads; thread `thread` calls `step(thread, round)` for round 0, 1,
+    /// 2, … until [`Repeating::stop`] (or the value is dropped).
+    pub fn start(threads: u64, step: impl Fn(u64, u64) + Send + Sync + 'static) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let step = Arc::new(step);
+        let threads = (0..threads)
+            .map(|thread| {
+                let stop = Arc::clone(&stop);
+                let step = Arc::clone(&step);
+                std::thread::spawn(move || {
+                    let mut round = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        step(thread, round);
+                        round += 1;
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Stops the threads and waits for them.
+    ///
+    /// # Panics
+    /// If a step panicked.
+    pub fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            if let Err(panic) = thread.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+}
+
+impl Drop for Repeating {
+    fn drop(&mut self) {
+        // A test that fails before `stop` must not leave its load running.
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

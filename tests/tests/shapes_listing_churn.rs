@@ -7,13 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use walbuf::SyncPolicy;
 use walbuf::shapes::{NewShape, RegistryError, ShapeRegistry, SnapshotState};
 use walbuf::store::StoreConfig;
-use walbuf_tests::check::small_log_config;
+use walbuf_tests::check::{Repeating, small_log_config};
 
 /// Untouched shapes (and as many churned handles between them).
 const SHAPES: usize = 1_500;
@@ -105,27 +104,18 @@ fn listings_under_churn(
     }
     let expected: Vec<(String, SnapshotState)> = expected.into_iter().collect();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let churners: Vec<_> = (0..2)
-        .map(|first| {
-            let registry = Arc::clone(&registry);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut index = first;
-                while !stop.load(Ordering::Relaxed) {
-                    let handle = churned(index % SHAPES);
-                    if !registry.has_handle(&handle).expect("read") {
-                        tolerate_refusal(registry.add_shape(shape(&handle)));
-                    } else if index % 3 == 0 {
-                        tolerate_refusal(registry.mark_snapshot_started(&handle));
-                    } else {
-                        tolerate_refusal(registry.remove_shape(&handle));
-                    }
-                    index += 2;
-                }
-            })
-        })
-        .collect();
+    let churning = Arc::clone(&registry);
+    let churners = Repeating::start(2, move |first, round| {
+        let index = usize::try_from(first + 2 * round).expect("a small index");
+        let handle = churned(index % SHAPES);
+        if !churning.has_handle(&handle).expect("read") {
+            tolerate_refusal(churning.add_shape(shape(&handle)));
+        } else if index % 3 == 0 {
+            tolerate_refusal(churning.mark_snapshot_started(&handle));
+        } else {
+            tolerate_refusal(churning.remove_shape(&handle));
+        }
+    });
 
     let deadline = Instant::now() + run_for;
     let mut listings = 0;
@@ -175,10 +165,7 @@ fn listings_under_churn(
         }
         listings += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    for churner in churners {
-        churner.join().expect("churner");
-    }
+    churners.stop();
 }
 
 #[test]

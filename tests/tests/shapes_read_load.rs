@@ -6,14 +6,13 @@
 #![allow(clippy::print_stderr)] // The slowest flush, to judge a run.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use walbuf::SyncPolicy;
 use walbuf::shapes::NewShape;
 use walbuf::shapes::ShapeRegistry;
 use walbuf::store::StoreConfig;
-use walbuf_tests::check::{small_log_config, within};
+use walbuf_tests::check::{Repeating, small_log_config, within};
 use walbuf_tests::model;
 
 fn shape(index: u64) -> NewShape {
@@ -41,22 +40,12 @@ fn flushes_complete_while_many_readers_hammer_the_overlay() {
         registry.add_shape(shape(index)).expect("add");
     }
     registry.flush().expect("flush");
-    let stop = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..8u64)
-        .map(|reader| {
-            let registry = Arc::clone(&registry);
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut index = reader;
-                while !stop.load(Ordering::Relaxed) {
-                    let new = shape(index % 2_000);
-                    registry.shape_for_handle(&new.handle).expect("read");
-                    registry.handle_for_shape(&new.comparable).expect("read");
-                    index += 7;
-                }
-            })
-        })
-        .collect();
+    let reading = Arc::clone(&registry);
+    let readers = Repeating::start(8, move |reader, round| {
+        let new = shape((reader + 7 * round) % 2_000);
+        reading.shape_for_handle(&new.handle).expect("read");
+        reading.handle_for_shape(&new.comparable).expect("read");
+    });
     // The writes and flushes run on their own thread, so that a starved flusher fails the
     // test at the deadline instead of hanging it.
     let writing = Arc::clone(&registry);
@@ -76,9 +65,6 @@ fn flushes_complete_while_many_readers_hammer_the_overlay() {
             worst
         },
     );
-    stop.store(true, Ordering::Relaxed);
-    for reader in readers {
-        reader.join().expect("reader");
-    }
+    readers.stop();
     eprintln!("slowest flush under the read load: {worst:?}");
 }
