@@ -540,7 +540,7 @@ mod tests {
             "every op is buffered"
         );
         assert_eq!(
-            overlay.replay_capacities().1,
+            overlay.staged_adds_capacity(),
             0,
             "the staged adds were built"
         );

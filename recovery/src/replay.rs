@@ -112,17 +112,19 @@ impl SegmentSource for DirectorySource {
 
     fn read_file_into(&self, name: &str, bytes: &mut Vec<u8>) -> Result<()> {
         let path = self.path.join(name);
-        read_whole_file_into(&path, bytes).map_err(|source| Error::Io { path, source })
+        std::fs::File::open(&path)
+            .and_then(|mut file| read_whole_file_into(&mut file, bytes))
+            .map_err(|source| Error::Io { path, source })
     }
 }
 
-/// Reads the file at `path` into `bytes`, replacing its content and reusing its memory.
+/// Reads all of `file` (from its current position) into `bytes`, replacing their content and
+/// reusing their memory: how a [`SegmentSource::read_file_into`] over real files reads.
 ///
 /// # Errors
-/// The file cannot be opened or read.
-fn read_whole_file_into(path: &Path, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+/// The file cannot be read, or its length cannot be allocated.
+pub fn read_whole_file_into(file: &mut std::fs::File, bytes: &mut Vec<u8>) -> std::io::Result<()> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
     bytes.clear();
     let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
     bytes

@@ -196,15 +196,6 @@ impl<K: Hash + Eq, V> VersionIndex<K, V> {
             let _ = shard.try_reserve(more, |entry| entry.hash);
         }
     }
-
-    /// Keys the shards have room for without growing.
-    #[cfg(test)]
-    fn capacity(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.read().capacity())
-            .sum()
-    }
 }
 
 /// oid → the buffered adds reading it.
@@ -744,13 +735,10 @@ impl ShapeOverlay {
         let _ = staged.try_reserve_exact(more);
     }
 
-    /// Capacities of the handles index and the staged adds (tests of the reservation).
+    /// Replayed adds the staging vector has room for (tests of the reservation).
     #[cfg(test)]
-    pub(crate) fn replay_capacities(&self) -> (usize, usize) {
-        (
-            self.handles.capacity(),
-            self.replayed_adds.lock().capacity(),
-        )
+    pub(crate) fn staged_adds_capacity(&self) -> usize {
+        self.replayed_adds.lock().capacity()
     }
 
     /// Adds the replayed adds to the ordered set of adds, in one bulk build.

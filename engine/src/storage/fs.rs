@@ -167,11 +167,7 @@ impl Storage for FsStorage {
         // Without this, readahead builds large page-cache folios over the segment that a later
         // mapping of it would inherit (see `MappedSegment::map`).
         let _ = rustix::fs::fadvise(&file, 0, None, FileAdvice::Random);
-        bytes.clear();
-        let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-        bytes.try_reserve_exact(len).map_err(io::Error::other)?;
-        file.read_to_end(bytes)?;
-        Ok(())
+        walbuf_recovery::replay::read_whole_file_into(&mut file, bytes)
     }
 
     fn read_prefix(&self, name: &str, len: usize) -> io::Result<Vec<u8>> {
