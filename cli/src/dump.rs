@@ -94,7 +94,7 @@ fn describe(op: &ShapeOp) -> String {
                 shape.shape.len(),
             )
         }
-        ShapeOp::Remove { handle, oids, .. } => format!("remove {handle:?} oids {oids:?}"),
+        ShapeOp::Remove(removal) => format!("remove {:?} oids {:?}", removal.handle, removal.oids),
         ShapeOp::Mark { handle, state } => format!("mark {handle:?} {}", state_name(*state)),
         ShapeOp::Reset => "reset (every shape)".to_owned(),
     }
@@ -115,19 +115,15 @@ fn to_json(op: &ShapeOp) -> serde_json::Value {
                 "table": &*relation.table,
             })).collect::<Vec<_>>(),
         }),
-        ShapeOp::Remove {
-            handle,
-            comparable,
-            oids,
-        } => json!({
+        ShapeOp::Remove(removal) => json!({
             "type": "remove",
-            "handle": handle,
-            "comparable": hex(comparable),
-            "oids": oids,
+            "handle": removal.handle,
+            "comparable": hex(&removal.comparable),
+            "oids": removal.oids,
         }),
         ShapeOp::Mark { handle, state } => json!({
             "type": "mark",
-            "handle": handle,
+            "handle": &**handle,
             "state": state_name(*state),
         }),
         ShapeOp::Reset => json!({ "type": "reset" }),

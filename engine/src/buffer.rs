@@ -12,7 +12,6 @@
 //! skip it without taking its lock.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ pub const OP_OVERHEAD_BYTES: u64 = 160;
 #[derive(Debug)]
 pub struct PendingOp<Op> {
     /// The op.
-    pub op: Arc<Op>,
+    pub op: Op,
     /// How many live entities the store holds once this op is applied (maintained by the
     /// core, logged with the op, so that counting is O(1) and survives a crash).
     pub count_after: u64,
@@ -35,10 +34,10 @@ pub struct PendingOp<Op> {
     pub bytes: u64,
 }
 
-impl<Op> Clone for PendingOp<Op> {
+impl<Op: Clone> Clone for PendingOp<Op> {
     fn clone(&self) -> Self {
         Self {
-            op: Arc::clone(&self.op),
+            op: self.op.clone(),
             count_after: self.count_after,
             bytes: self.bytes,
         }
@@ -84,7 +83,7 @@ impl<Op> Default for Buffer<Op> {
     }
 }
 
-impl<Op: Send + Sync + 'static> Buffer<Op> {
+impl<Op: Clone + Send + Sync + 'static> Buffer<Op> {
     /// Buffers `pending` under `op_key`.
     pub fn insert(&self, op_key: u64, pending: PendingOp<Op>) {
         let bytes = pending.bytes;
@@ -141,7 +140,7 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
 
     /// Removes `op_key` (after SQLite committed it, or when its append failed) and wakes
     /// writers waiting for room.
-    pub fn remove(&self, op_key: u64) -> Option<Arc<Op>> {
+    pub fn remove(&self, op_key: u64) -> Option<Op> {
         if self.replayed_len.load(Ordering::SeqCst) > 0
             && let Some(op) = self.remove_replayed(op_key)
         {
@@ -151,12 +150,12 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
         let pending = entry.value();
         self.len_ops.fetch_sub(1, Ordering::SeqCst);
         self.len_bytes.fetch_sub(pending.bytes, Ordering::SeqCst);
-        Some(Arc::clone(&pending.op))
+        Some(pending.op.clone())
     }
 
     /// Removes `op_key` from the replayed ops, if it is there (the flusher removes them from
     /// the front, in order).
-    fn remove_replayed(&self, op_key: u64) -> Option<Arc<Op>> {
+    fn remove_replayed(&self, op_key: u64) -> Option<Op> {
         let mut replayed = self.replayed.write();
         let (_, pending) = if replayed.front().is_some_and(|(first, _)| *first == op_key) {
             replayed.pop_front()?
@@ -208,7 +207,7 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
         last: u64,
         max_ops: usize,
         max_bytes: u64,
-    ) -> Vec<(u64, Arc<Op>, u64)> {
+    ) -> Vec<(u64, Op, u64)> {
         let mut run = GaplessRun {
             ops: Vec::new(),
             bytes: 0,
@@ -293,7 +292,7 @@ impl<Op: Send + Sync + 'static> Buffer<Op> {
 
 /// A gapless run being gathered for the flusher.
 struct GaplessRun<Op> {
-    ops: Vec<(u64, Arc<Op>, u64)>,
+    ops: Vec<(u64, Op, u64)>,
     bytes: u64,
     /// The key the next op must have.
     expected: u64,
@@ -302,7 +301,7 @@ struct GaplessRun<Op> {
     max_bytes: u64,
 }
 
-impl<Op> GaplessRun<Op> {
+impl<Op: Clone> GaplessRun<Op> {
     /// Takes the op of `key` if it continues the run within its bounds; says whether it did.
     fn take(&mut self, key: u64, pending: &PendingOp<Op>) -> bool {
         if key != self.expected
@@ -314,7 +313,7 @@ impl<Op> GaplessRun<Op> {
         }
         self.bytes += pending.bytes;
         self.ops
-            .push((key, Arc::clone(&pending.op), pending.count_after));
+            .push((key, pending.op.clone(), pending.count_after));
         self.expected = key.saturating_add(1);
         true
     }
@@ -326,7 +325,7 @@ mod tests {
 
     fn pending(bytes: u64) -> PendingOp<u32> {
         PendingOp {
-            op: Arc::new(0),
+            op: 0,
             count_after: 0,
             bytes,
         }
@@ -386,7 +385,7 @@ mod tests {
         assert_eq!((buffer.len_ops(), buffer.len_bytes()), (5, 50));
         buffer.insert(6, pending(10));
         buffer.insert(7, pending(10));
-        let keys = |run: Vec<(u64, Arc<u32>, u64)>| run.iter().map(|op| op.0).collect::<Vec<_>>();
+        let keys = |run: Vec<(u64, u32, u64)>| run.iter().map(|op| op.0).collect::<Vec<_>>();
         assert_eq!(
             keys(buffer.gapless_run(1, 10, 100, 1000)),
             vec![1, 2, 3, 4, 5, 6, 7]

@@ -169,7 +169,7 @@ impl<'env, S: Schema> Target<'env, S> {
         self.schema.index_replayed(
             self.overlay,
             part,
-            ops.iter().map(|(op_key, pending)| (*op_key, &*pending.op)),
+            ops.iter().map(|(op_key, pending)| (*op_key, &pending.op)),
         );
     }
 
@@ -191,7 +191,7 @@ impl<'env, S: Schema> Target<'env, S> {
                 Ok((count_after, op)) => decoded.push((
                     op_key,
                     PendingOp {
-                        op: Arc::new(op),
+                        op,
                         count_after,
                         bytes: payload.len() as u64 + OP_OVERHEAD_BYTES,
                     },
@@ -423,7 +423,7 @@ mod tests {
 
     use super::*;
     use crate::shapes::overlay::{Resolved, ShapeOverlay};
-    use crate::shapes::{Relation, Shape, ShapeOp, ShapeSchema, SnapshotState};
+    use crate::shapes::{Relation, Removal, Shape, ShapeOp, ShapeSchema, SnapshotState};
 
     fn add(i: u64) -> ShapeOp {
         ShapeOp::Add(Arc::new(Shape {
@@ -610,13 +610,13 @@ mod tests {
     fn mixed_ops(count: u64) -> Vec<ShapeOp> {
         (1..=count)
             .map(|i| match i % 13 {
-                3 => ShapeOp::Remove {
+                3 => ShapeOp::Remove(Arc::new(Removal {
                     handle: format!("h{}", i - 2),
                     comparable: format!("c{}", i - 2).into_bytes(),
                     oids: vec![],
-                },
+                })),
                 5 => ShapeOp::Mark {
-                    handle: format!("h{}", i - 1),
+                    handle: format!("h{}", i - 1).into(),
                     state: SnapshotState::Started,
                 },
                 7 if i % 3 == 0 => ShapeOp::Reset,

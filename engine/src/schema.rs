@@ -6,8 +6,6 @@
 //! The core (log, buffer, flusher, recovery) knows nothing about shapes: the shape registry
 //! ([`crate::shapes`]) is one schema, and `engine/examples/kv/` is another.
 
-use std::sync::Arc;
-
 /// An op could not be decoded from its log record: the log holds something this schema never
 /// wrote (or a newer version of it). Recovery refuses to open rather than guess.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,7 +26,7 @@ impl DecodeError {
 }
 
 /// One op of a batch handed to [`Schema::apply`]: its op key and the op.
-pub type BatchOp<Op> = (u64, Arc<Op>);
+pub type BatchOp<Op> = (u64, Op);
 
 /// What a store keeps: its ops, their SQLite tables and their in-memory indexes.
 ///
@@ -38,7 +36,11 @@ pub type BatchOp<Op> = (u64, Arc<Op>);
 pub trait Schema: Send + Sync + 'static {
     /// One op, decoded. Ops are validated before they are logged, so every logged op can be
     /// applied.
-    type Op: Send + Sync + 'static;
+    ///
+    /// The buffer keeps each op by value until SQLite has it, and the flusher clones the ops
+    /// of each batch it applies: a clone should cost no more than a reference count (put a
+    /// large op behind an `Arc`), and a small op keeps the buffer small.
+    type Op: Clone + Send + Sync + 'static;
     /// The schema's secondary indexes over buffered ops (lock-free structures: readers use
     /// them without taking any lock).
     type Overlay: Send + Sync + 'static;

@@ -530,14 +530,14 @@ impl<S: Schema, St: Storage> Store<S, St> {
             encoded.extend_from_slice(&accepted.live_count_after.to_le_bytes());
             shared.schema.encode(&accepted.op, &mut encoded);
             let kind = shared.schema.kind(&accepted.op);
-            let op = Arc::new(accepted.op);
+            let op = accepted.op;
             // Index first: the op becomes visible to readers only once the log publishes its
             // key, and by then every index entry is in place.
             shared.schema.index(&shared.overlay, op_key, &op);
             shared.buffer.insert(
                 op_key,
                 PendingOp {
-                    op: Arc::clone(&op),
+                    op: op.clone(),
                     count_after: accepted.live_count_after,
                     bytes: encoded.len() as u64 + OP_OVERHEAD_BYTES,
                 },

@@ -14,7 +14,8 @@ use rusqlite::{OptionalExtension, params};
 use walbuf::schema::{BatchOp, DecodeError, Schema};
 use walbuf::store::{Accepted, RecoveryReport, Store, StoreConfig, Wait};
 
-/// The ops of the key–value schema.
+/// The ops of the key–value schema. The value is shared, so that a clone (the flusher's, and
+/// the overlay's copy of the value) costs a reference count, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvOp {
     /// Set `key` to `value`.
@@ -22,7 +23,7 @@ pub enum KvOp {
         /// The key.
         key: Vec<u8>,
         /// The value.
-        value: Vec<u8>,
+        value: Arc<[u8]>,
     },
     /// Remove `key`.
     Delete {
@@ -35,7 +36,7 @@ const PUT: u8 = 1;
 const DELETE: u8 = 2;
 
 /// A buffered value, or `None` for a delete.
-type Version = Option<Arc<Vec<u8>>>;
+type Version = Option<Arc<[u8]>>;
 
 /// Buffered versions per key: `(key, op key)` → the value, or `None` for a delete.
 #[derive(Default)]
@@ -94,7 +95,7 @@ impl Schema for KvSchema {
                 let (key, value) = rest.split_at(len);
                 Ok(KvOp::Put {
                     key: key.to_vec(),
-                    value: value.to_vec(),
+                    value: Arc::from(value),
                 })
             }
             DELETE => Ok(KvOp::Delete {
@@ -109,7 +110,7 @@ impl Schema for KvSchema {
             KvOp::Put { key, value } => {
                 overlay
                     .versions
-                    .insert((key.clone(), op_key), Some(Arc::new(value.clone())));
+                    .insert((key.clone(), op_key), Some(Arc::clone(value)));
             }
             KvOp::Delete { key } => {
                 overlay.versions.insert((key.clone(), op_key), None);
@@ -130,8 +131,8 @@ impl Schema for KvSchema {
         // Last write per key wins; written in key order.
         let mut last = std::collections::BTreeMap::new();
         for (_, op) in batch {
-            match &**op {
-                KvOp::Put { key, value } => last.insert(key.as_slice(), Some(value.as_slice())),
+            match op {
+                KvOp::Put { key, value } => last.insert(key.as_slice(), Some(&**value)),
                 KvOp::Delete { key } => last.insert(key.as_slice(), None),
             };
         }
@@ -150,7 +151,7 @@ impl Schema for KvSchema {
 
 /// What the overlay knows about a key as of some op key.
 enum Buffered {
-    Value(Arc<Vec<u8>>),
+    Value(Arc<[u8]>),
     Deleted,
     Unknown,
 }
@@ -224,7 +225,7 @@ impl KvStore {
                 Accepted {
                     op: KvOp::Put {
                         key: key.to_vec(),
-                        value: value.to_vec(),
+                        value: Arc::from(value),
                     },
                     live_count_after,
                 },

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use op::{Relation, Shape, ShapeOp, SnapshotState, kind};
+pub use op::{Relation, Removal, Shape, ShapeOp, SnapshotState, kind};
 pub use overlay::ShapeOverlay;
 
 use self::last_read::LastRead;
@@ -321,11 +321,11 @@ impl<St: Storage> ShapeRegistry<St> {
             oids.sort_unstable();
             oids.dedup();
             Ok(Accepted {
-                op: ShapeOp::Remove {
+                op: ShapeOp::Remove(Arc::new(Removal {
                     handle: shape.handle.clone(),
                     comparable: shape.comparable.clone(),
                     oids,
-                },
+                })),
                 live_count_after: validation.live_count().saturating_sub(1),
             })
         })?;
@@ -342,7 +342,7 @@ impl<St: Storage> ShapeRegistry<St> {
             }
             Ok(Accepted {
                 op: ShapeOp::Mark {
-                    handle: handle.to_owned(),
+                    handle: Arc::from(handle),
                     state,
                 },
                 live_count_after: validation.live_count(),

@@ -130,30 +130,39 @@ pub struct Shape {
     pub snapshot: SnapshotState,
 }
 
+/// What a remove carries: what the removed shape's index entries and rows are keyed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// The handle.
+    pub handle: String,
+    /// Its comparable.
+    pub comparable: Vec<u8>,
+    /// The oids of its relations.
+    pub oids: Vec<u32>,
+}
+
 /// One op of the shape registry, as logged.
+///
+/// Three words, and cheap to clone (a reference count at most): the buffer keeps each op by
+/// value, and the flusher clones the ops of each batch it applies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShapeOp {
     /// Add a shape (snapshot not started).
     Add(Arc<Shape>),
-    /// Remove a live shape; carries what its index entries and rows are keyed by.
-    Remove {
-        /// The handle.
-        handle: String,
-        /// Its comparable.
-        comparable: Vec<u8>,
-        /// The oids of its relations.
-        oids: Vec<u32>,
-    },
+    /// Remove a live shape.
+    Remove(Arc<Removal>),
     /// Move a live shape's snapshot state forward.
     Mark {
         /// The handle.
-        handle: String,
+        handle: Arc<str>,
         /// `Started` or `Complete`.
         state: SnapshotState,
     },
     /// Remove every shape.
     Reset,
 }
+
+const _: () = assert!(std::mem::size_of::<ShapeOp>() == 24);
 
 /// Record kinds of the registry's ops.
 pub mod kind {
@@ -173,7 +182,7 @@ impl ShapeOp {
     pub fn kind(&self) -> u8 {
         match self {
             Self::Add(_) => kind::ADD,
-            Self::Remove { .. } => kind::REMOVE,
+            Self::Remove(_) => kind::REMOVE,
             Self::Mark { .. } => kind::MARK,
             Self::Reset => kind::RESET,
         }
@@ -184,7 +193,8 @@ impl ShapeOp {
     pub fn handle(&self) -> Option<&str> {
         match self {
             Self::Add(shape) => Some(&shape.handle),
-            Self::Remove { handle, .. } | Self::Mark { handle, .. } => Some(handle),
+            Self::Remove(removal) => Some(&removal.handle),
+            Self::Mark { handle, .. } => Some(handle),
             Self::Reset => None,
         }
     }
@@ -199,15 +209,11 @@ impl ShapeOp {
                 encode_relations(&shape.relations, out);
                 put_bytes(out, &shape.shape);
             }
-            Self::Remove {
-                handle,
-                comparable,
-                oids,
-            } => {
-                put_bytes(out, handle.as_bytes());
-                put_bytes(out, comparable);
-                out.extend_from_slice(&(oids.len() as u32).to_le_bytes());
-                for oid in oids {
+            Self::Remove(removal) => {
+                put_bytes(out, removal.handle.as_bytes());
+                put_bytes(out, &removal.comparable);
+                out.extend_from_slice(&(removal.oids.len() as u32).to_le_bytes());
+                for oid in &removal.oids {
                     out.extend_from_slice(&oid.to_le_bytes());
                 }
             }
@@ -253,14 +259,14 @@ impl ShapeOp {
                 for _ in 0..count {
                     oids.push(u32::from_le_bytes(reader.array()?));
                 }
-                Self::Remove {
+                Self::Remove(Arc::new(Removal {
                     handle,
                     comparable,
                     oids,
-                }
+                }))
             }
             kind::MARK => {
-                let handle = reader.string()?;
+                let handle = Arc::from(reader.str()?);
                 let [code] = reader.array()?;
                 let state = SnapshotState::from_code(code)
                     .filter(|state| *state != SnapshotState::NotStarted)
@@ -341,8 +347,12 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self) -> Result<String, DecodeError> {
+        self.str().map(str::to_owned)
+    }
+
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
         let bytes = self.bytes()?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.error("string is not UTF-8"))
+        std::str::from_utf8(bytes).map_err(|_| self.error("string is not UTF-8"))
     }
 
     fn name(&mut self) -> Result<Arc<str>, DecodeError> {
@@ -394,11 +404,11 @@ mod tests {
                 ],
                 snapshot: SnapshotState::NotStarted,
             })),
-            ShapeOp::Remove {
+            ShapeOp::Remove(Arc::new(Removal {
                 handle: "h-1".into(),
                 comparable: vec![1; 32],
                 oids: vec![16384, 16390],
-            },
+            })),
             ShapeOp::Mark {
                 handle: "h-2".into(),
                 state: SnapshotState::Complete,

@@ -302,15 +302,19 @@ fn within<T>(entries: &[(u64, T)], floor: u64, view: u64) -> &[(u64, T)] {
 /// carry no shape (removes, marks, lookups). Hashes and compares as the string. A key may
 /// keep its shape alive a little longer than the add's own entry: until the last version of
 /// the handle leaves the index.
+/// Both variants are thin pointers, so a key is two words (an `Arc<str>` would make it three,
+/// in every entry of three indexes and of the ordered list of adds).
 #[derive(Debug, Clone)]
 enum HandleKey {
     Shape(Arc<Shape>),
-    Owned(Arc<str>),
+    Owned(Arc<String>),
 }
+
+const _: () = assert!(std::mem::size_of::<HandleKey>() == 16);
 
 impl HandleKey {
     fn owned(handle: &str) -> Self {
-        Self::Owned(Arc::from(handle))
+        Self::Owned(Arc::new(handle.to_owned()))
     }
 
     fn as_str(&self) -> &str {
@@ -345,8 +349,10 @@ impl std::borrow::Borrow<str> for HandleKey {
 #[derive(Debug, Clone)]
 enum ComparableKey {
     Shape(Arc<Shape>),
-    Owned(Arc<[u8]>),
+    Owned(Arc<Vec<u8>>),
 }
+
+const _: () = assert!(std::mem::size_of::<ComparableKey>() == 16);
 
 impl ComparableKey {
     fn as_bytes(&self) -> &[u8] {
@@ -592,13 +598,14 @@ impl ShapeOverlay {
                 }
                 self.added.write().insert(AddedKey::new(handle, op_key));
             }
-            ShapeOp::Remove {
-                handle, comparable, ..
-            } => {
-                self.handles
-                    .insert(HandleKey::owned(handle), op_key, HandleVersion::Removed);
+            ShapeOp::Remove(removal) => {
+                self.handles.insert(
+                    HandleKey::owned(&removal.handle),
+                    op_key,
+                    HandleVersion::Removed,
+                );
                 self.comparables.insert(
-                    ComparableKey::Owned(Arc::from(comparable.as_slice())),
+                    ComparableKey::Owned(Arc::new(removal.comparable.clone())),
                     op_key,
                     None,
                 );
@@ -643,8 +650,12 @@ impl ShapeOverlay {
                         ));
                         replayed_adds.push(AddedKey::new(handle, op_key));
                     }
-                    ShapeOp::Remove { handle, .. } => {
-                        versions.push((HandleKey::owned(handle), op_key, HandleVersion::Removed));
+                    ShapeOp::Remove(removal) => {
+                        versions.push((
+                            HandleKey::owned(&removal.handle),
+                            op_key,
+                            HandleVersion::Removed,
+                        ));
                     }
                     ShapeOp::Mark { handle, state } => {
                         versions.push((
@@ -684,9 +695,9 @@ impl ShapeOverlay {
                             Some(handle),
                         ));
                     }
-                    ShapeOp::Remove { comparable, .. } => {
+                    ShapeOp::Remove(removal) => {
                         versions.push((
-                            ComparableKey::Owned(Arc::from(comparable.as_slice())),
+                            ComparableKey::Owned(Arc::new(removal.comparable.clone())),
                             op_key,
                             None,
                         ));
@@ -773,14 +784,13 @@ impl ShapeOverlay {
                     .write()
                     .remove(&AddedKey::new(HandleKey::Shape(Arc::clone(shape)), op_key));
             }
-            ShapeOp::Remove {
-                handle, comparable, ..
-            } => {
-                self.handles.remove(handle.as_str(), op_key);
-                self.comparables.remove(comparable.as_slice(), op_key);
+            ShapeOp::Remove(removal) => {
+                self.handles.remove(removal.handle.as_str(), op_key);
+                self.comparables
+                    .remove(removal.comparable.as_slice(), op_key);
             }
             ShapeOp::Mark { handle, .. } => {
-                self.handles.remove(handle.as_str(), op_key);
+                self.handles.remove(&**handle, op_key);
             }
             ShapeOp::Reset => {
                 self.resets.remove(&op_key);

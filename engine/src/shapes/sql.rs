@@ -70,7 +70,7 @@ pub(crate) fn apply(tx: &Transaction<'_>, batch: &[BatchOp<ShapeOp>]) -> rusqlit
         HashMap::with_capacity_and_hasher(batch.len(), foldhash::fast::RandomState::default());
     let mut reset = false;
     for (_, op) in batch {
-        let handle = match &**op {
+        let handle = match op {
             ShapeOp::Reset => {
                 reset = true;
                 nets.clear();
@@ -78,7 +78,8 @@ pub(crate) fn apply(tx: &Transaction<'_>, batch: &[BatchOp<ShapeOp>]) -> rusqlit
                 continue;
             }
             ShapeOp::Add(shape) => shape.handle.as_str(),
-            ShapeOp::Remove { handle, .. } | ShapeOp::Mark { handle, .. } => handle.as_str(),
+            ShapeOp::Remove(removal) => removal.handle.as_str(),
+            ShapeOp::Mark { handle, .. } => handle,
         };
         let position = *positions.entry(handle).or_insert_with(|| {
             nets.push((handle, Net::default()));
@@ -87,17 +88,17 @@ pub(crate) fn apply(tx: &Transaction<'_>, batch: &[BatchOp<ShapeOp>]) -> rusqlit
         let Some((_, net)) = nets.get_mut(position) else {
             continue;
         };
-        match &**op {
+        match op {
             ShapeOp::Reset => {}
             ShapeOp::Add(shape) => {
                 net.insert = Some((shape, shape.snapshot));
                 net.mark = None;
             }
-            ShapeOp::Remove { oids, .. } => {
+            ShapeOp::Remove(removal) => {
                 net.mark = None;
                 if net.insert.take().is_none() && net.delete.is_none() {
                     // Live in SQLite (not added in this batch): delete it there.
-                    net.delete = Some(oids);
+                    net.delete = Some(&removal.oids);
                 }
             }
             ShapeOp::Mark { state, .. } => match &mut net.insert {
@@ -198,7 +199,7 @@ fn apply_each(tx: &Transaction<'_>, batch: &[BatchOp<ShapeOp>]) -> rusqlite::Res
     let mut encoded = Vec::new();
     let mut relations = Vec::new();
     for (_, op) in batch {
-        match &**op {
+        match op {
             ShapeOp::Reset => tx.execute_batch(RESET)?,
             ShapeOp::Add(shape) => {
                 insert_shape(
@@ -214,10 +215,11 @@ fn apply_each(tx: &Transaction<'_>, batch: &[BatchOp<ShapeOp>]) -> rusqlite::Res
                     insert.execute(params![oid, handle])?;
                 }
             }
-            ShapeOp::Remove { handle, oids, .. } => {
+            ShapeOp::Remove(removal) => {
+                let handle = &removal.handle;
                 tx.prepare_cached(DELETE_SHAPE)?.execute([handle])?;
                 let mut delete = tx.prepare_cached(DELETE_RELATION)?;
-                for oid in oids {
+                for oid in &removal.oids {
                     delete.execute(params![oid, handle])?;
                 }
             }
@@ -347,7 +349,7 @@ pub(crate) fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shapes::Relation;
+    use crate::shapes::{Relation, Removal};
     use std::sync::Arc;
 
     fn shape(handle: &str, comparable: &str, oids: &[u32]) -> Arc<Shape> {
@@ -369,11 +371,11 @@ mod tests {
     }
 
     fn remove(handle: &str, comparable: &str, oids: &[u32]) -> ShapeOp {
-        ShapeOp::Remove {
+        ShapeOp::Remove(Arc::new(Removal {
             handle: handle.into(),
             comparable: comparable.as_bytes().to_vec(),
             oids: oids.to_vec(),
-        }
+        }))
     }
 
     fn mark(handle: &str, state: SnapshotState) -> ShapeOp {
@@ -396,7 +398,7 @@ mod tests {
                 .iter()
                 .map(|op| {
                     op_key += 1;
-                    (op_key, Arc::new(op.clone()))
+                    (op_key, op.clone())
                 })
                 .collect();
             let tx = connection.transaction().expect("begin");
