@@ -123,7 +123,7 @@ fn to_json(op: &ShapeOp) -> serde_json::Value {
         }),
         ShapeOp::Mark { handle, state } => json!({
             "type": "mark",
-            "handle": &**handle,
+            "handle": handle.as_str(),
             "state": state_name(*state),
         }),
         ShapeOp::Reset => json!({ "type": "reset" }),
@@ -328,10 +328,34 @@ mod tests {
         assert_eq!(value["handle"], "h-1");
         assert_eq!(value["relations"][0]["oid"], 16384);
         let mark = ShapeOp::Mark {
-            handle: "h-1".into(),
+            handle: Arc::new("h-1".to_owned()),
             state: SnapshotState::Complete,
         };
         assert_eq!(describe(&mark), "mark \"h-1\" complete");
         assert_eq!(to_json(&ShapeOp::Reset)["type"], "reset");
+    }
+
+    /// Removes and marks, whole, in both outputs (the text and JSON a dump prints for them).
+    #[test]
+    fn removes_and_marks_read_the_same_in_text_and_json() {
+        let remove = ShapeOp::Remove(Arc::new(walbuf::shapes::Removal {
+            handle: "h-1".into(),
+            comparable: vec![0xab, 0x01],
+            oids: vec![16384, 16390],
+        }));
+        assert_eq!(describe(&remove), "remove \"h-1\" oids [16384, 16390]");
+        assert_eq!(
+            to_json(&remove),
+            json!({"type": "remove", "handle": "h-1", "comparable": "ab01", "oids": [16384, 16390]})
+        );
+        let mark = ShapeOp::Mark {
+            handle: Arc::new("h-\"2\"".to_owned()),
+            state: SnapshotState::Started,
+        };
+        assert_eq!(describe(&mark), "mark \"h-\\\"2\\\"\" started");
+        assert_eq!(
+            to_json(&mark),
+            json!({"type": "mark", "handle": "h-\"2\"", "state": "started"})
+        );
     }
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use crossbeam_skiplist::SkipMap;
 use parking_lot::{Condvar, Mutex, RwLock};
 
-/// Fixed per-op overhead counted on top of the encoded size: skiplist node, `Arc`, index
-/// entries. An estimate; it keeps many tiny ops from slipping under a byte bound.
+/// Fixed per-op overhead counted on top of the encoded size: skiplist node, the op's shared
+/// parts, index entries. An estimate; it keeps many tiny ops from slipping under a byte bound.
 pub const OP_OVERHEAD_BYTES: u64 = 160;
 
 /// One buffered op.
@@ -138,32 +138,35 @@ impl<Op: Clone + Send + Sync + 'static> Buffer<Op> {
         self.peak_bytes.fetch_max(total, Ordering::Relaxed);
     }
 
-    /// Removes `op_key` (after SQLite committed it, or when its append failed) and wakes
-    /// writers waiting for room.
-    pub fn remove(&self, op_key: u64) -> Option<Op> {
-        if self.replayed_len.load(Ordering::SeqCst) > 0
-            && let Some(op) = self.remove_replayed(op_key)
-        {
-            return Some(op);
+    /// Removes `op_key` (after SQLite committed it, or when its append failed); says whether
+    /// it was buffered. Writers waiting for room hear of it from [`Buffer::notify_room`].
+    pub fn remove(&self, op_key: u64) -> bool {
+        if self.replayed_len.load(Ordering::SeqCst) > 0 && self.remove_replayed(op_key) {
+            return true;
         }
-        let entry = self.ops.remove(&op_key)?;
+        let Some(entry) = self.ops.remove(&op_key) else {
+            return false;
+        };
         let pending = entry.value();
         self.len_ops.fetch_sub(1, Ordering::SeqCst);
         self.len_bytes.fetch_sub(pending.bytes, Ordering::SeqCst);
-        Some(pending.op.clone())
+        true
     }
 
     /// Removes `op_key` from the replayed ops, if it is there (the flusher removes them from
     /// the front, in order).
-    fn remove_replayed(&self, op_key: u64) -> Option<Op> {
+    fn remove_replayed(&self, op_key: u64) -> bool {
         let mut replayed = self.replayed.write();
-        let (_, pending) = if replayed.front().is_some_and(|(first, _)| *first == op_key) {
-            replayed.pop_front()?
+        let removed = if replayed.front().is_some_and(|(first, _)| *first == op_key) {
+            replayed.pop_front()
         } else {
-            let position = replayed
+            replayed
                 .binary_search_by_key(&op_key, |(key, _)| *key)
-                .ok()?;
-            replayed.remove(position)?
+                .ok()
+                .and_then(|position| replayed.remove(position))
+        };
+        let Some((_, pending)) = removed else {
+            return false;
         };
         if replayed.is_empty() {
             // Give the drained queue's memory back.
@@ -173,7 +176,7 @@ impl<Op: Clone + Send + Sync + 'static> Buffer<Op> {
             .store(replayed.len() as u64, Ordering::SeqCst);
         self.len_ops.fetch_sub(1, Ordering::SeqCst);
         self.len_bytes.fetch_sub(pending.bytes, Ordering::SeqCst);
-        Some(pending.op)
+        true
     }
 
     /// Wakes every writer waiting for room (after a batch was removed).
@@ -355,8 +358,8 @@ mod tests {
         buffer.insert(1, pending(100));
         buffer.insert(2, pending(50));
         assert_eq!((buffer.len_ops(), buffer.len_bytes()), (2, 150));
-        assert!(buffer.remove(1).is_some());
-        assert!(buffer.remove(1).is_none());
+        assert!(buffer.remove(1));
+        assert!(!buffer.remove(1));
         assert_eq!((buffer.len_ops(), buffer.len_bytes()), (1, 50));
         assert_eq!(buffer.peak_bytes(), 150);
         assert_eq!(buffer.latest_at_or_below(10), Some((2, 0)));
@@ -399,15 +402,15 @@ mod tests {
         assert_eq!(buffer.latest_at_or_below(6).map(|op| op.0), Some(6));
         assert_eq!(buffer.latest_at_or_below(0), None);
         // The flusher drains from the front; a key in the middle goes too.
-        assert!(buffer.remove(1).is_some());
-        assert!(buffer.remove(1).is_none());
-        assert!(buffer.remove(3).is_some());
+        assert!(buffer.remove(1));
+        assert!(!buffer.remove(1));
+        assert!(buffer.remove(3));
         assert_eq!(keys(buffer.gapless_run(2, 10, 100, 1000)), vec![2]);
         assert_eq!(keys(buffer.gapless_run(4, 10, 100, 1000)), vec![4, 5, 6, 7]);
         assert_eq!(buffer.latest_at_or_below(3).map(|op| op.0), Some(2));
         assert_eq!(buffer.latest_at_or_below(1), None);
         for key in [2, 4, 5] {
-            assert!(buffer.remove(key).is_some());
+            assert!(buffer.remove(key));
         }
         assert_eq!((buffer.len_ops(), buffer.len_bytes()), (2, 20));
         assert_eq!(buffer.latest_at_or_below(5), None);

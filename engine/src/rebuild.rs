@@ -616,7 +616,7 @@ mod tests {
                     oids: vec![],
                 })),
                 5 => ShapeOp::Mark {
-                    handle: format!("h{}", i - 1).into(),
+                    handle: Arc::new(format!("h{}", i - 1)),
                     state: SnapshotState::Started,
                 },
                 7 if i % 3 == 0 => ShapeOp::Reset,

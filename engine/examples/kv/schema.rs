@@ -14,21 +14,21 @@ use rusqlite::{OptionalExtension, params};
 use walbuf::schema::{BatchOp, DecodeError, Schema};
 use walbuf::store::{Accepted, RecoveryReport, Store, StoreConfig, Wait};
 
-/// The ops of the key–value schema. The value is shared, so that a clone (the flusher's, and
-/// the overlay's copy of the value) costs a reference count, not a copy.
+/// The ops of the key–value schema. Key and value are shared, so that a clone (the
+/// flusher's, and the overlay's copy of the value) costs reference counts, not copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvOp {
     /// Set `key` to `value`.
     Put {
         /// The key.
-        key: Vec<u8>,
+        key: Arc<[u8]>,
         /// The value.
         value: Arc<[u8]>,
     },
     /// Remove `key`.
     Delete {
         /// The key.
-        key: Vec<u8>,
+        key: Arc<[u8]>,
     },
 }
 
@@ -94,12 +94,12 @@ impl Schema for KvSchema {
                 }
                 let (key, value) = rest.split_at(len);
                 Ok(KvOp::Put {
-                    key: key.to_vec(),
+                    key: Arc::from(key),
                     value: Arc::from(value),
                 })
             }
             DELETE => Ok(KvOp::Delete {
-                key: payload.to_vec(),
+                key: Arc::from(payload),
             }),
             _ => Err(DecodeError::new(kind, "unknown kv op")),
         }
@@ -110,17 +110,17 @@ impl Schema for KvSchema {
             KvOp::Put { key, value } => {
                 overlay
                     .versions
-                    .insert((key.clone(), op_key), Some(Arc::clone(value)));
+                    .insert((key.to_vec(), op_key), Some(Arc::clone(value)));
             }
             KvOp::Delete { key } => {
-                overlay.versions.insert((key.clone(), op_key), None);
+                overlay.versions.insert((key.to_vec(), op_key), None);
             }
         }
     }
 
     fn unindex(&self, overlay: &KvOverlay, op_key: u64, op: &KvOp) {
         let (KvOp::Put { key, .. } | KvOp::Delete { key }) = op;
-        overlay.versions.remove(&(key.clone(), op_key));
+        overlay.versions.remove(&(key.to_vec(), op_key));
     }
 
     fn apply(
@@ -132,8 +132,8 @@ impl Schema for KvSchema {
         let mut last = std::collections::BTreeMap::new();
         for (_, op) in batch {
             match op {
-                KvOp::Put { key, value } => last.insert(key.as_slice(), Some(&**value)),
-                KvOp::Delete { key } => last.insert(key.as_slice(), None),
+                KvOp::Put { key, value } => last.insert(&**key, Some(&**value)),
+                KvOp::Delete { key } => last.insert(&**key, None),
             };
         }
         let mut put =
@@ -224,7 +224,7 @@ impl KvStore {
             Ok::<_, walbuf::Error>((
                 Accepted {
                     op: KvOp::Put {
-                        key: key.to_vec(),
+                        key: Arc::from(key),
                         value: Arc::from(value),
                     },
                     live_count_after,
@@ -245,7 +245,9 @@ impl KvStore {
             let live_count_after = validation.live_count() - u64::from(existed);
             Ok::<_, walbuf::Error>((
                 Accepted {
-                    op: KvOp::Delete { key: key.to_vec() },
+                    op: KvOp::Delete {
+                        key: Arc::from(key),
+                    },
                     live_count_after,
                 },
                 existed,

@@ -342,7 +342,7 @@ impl<St: Storage> ShapeRegistry<St> {
             }
             Ok(Accepted {
                 op: ShapeOp::Mark {
-                    handle: Arc::from(handle),
+                    handle: Arc::new(handle.to_owned()),
                     state,
                 },
                 live_count_after: validation.live_count(),

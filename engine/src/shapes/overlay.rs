@@ -15,7 +15,7 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
-use super::op::{Shape, ShapeOp, SnapshotState};
+use super::op::{Removal, Shape, ShapeOp, SnapshotState};
 
 /// What an op did to a handle.
 #[derive(Debug, Clone)]
@@ -298,19 +298,21 @@ fn within<T>(entries: &[(u64, T)], floor: u64, view: u64) -> &[(u64, T)] {
     entries.get(start..end).unwrap_or_default()
 }
 
-/// A handle as an index key: the added shape's own (no copy), or an owned copy for ops that
-/// carry no shape (removes, marks, lookups). Hashes and compares as the string. A key may
-/// keep its shape alive a little longer than the add's own entry: until the last version of
-/// the handle leaves the index.
-/// Both variants are thin pointers, so a key is two words (an `Arc<str>` would make it three,
+/// A handle as an index key: the op's own (an add's shape, a remove's removal, a mark's
+/// handle: shared, never copied), or an owned one for lookups. Hashes and compares as the
+/// string. A key may keep its op's data alive a little longer than the op's own entry: until
+/// the last version of the handle leaves the index.
+///
+/// Every variant is a thin pointer, so a key is two words (an `Arc<str>` would make it three,
 /// in every entry of three indexes and of the ordered list of adds).
 #[derive(Debug, Clone)]
 enum HandleKey {
     Shape(Arc<Shape>),
+    Removal(Arc<Removal>),
     Owned(Arc<String>),
 }
 
-const _: () = assert!(std::mem::size_of::<HandleKey>() == 16);
+const _: () = assert!(std::mem::size_of::<HandleKey>() == 2 * std::mem::size_of::<usize>());
 
 impl HandleKey {
     fn owned(handle: &str) -> Self {
@@ -320,6 +322,7 @@ impl HandleKey {
     fn as_str(&self) -> &str {
         match self {
             Self::Shape(shape) => &shape.handle,
+            Self::Removal(removal) => &removal.handle,
             Self::Owned(handle) => handle,
         }
     }
@@ -349,16 +352,16 @@ impl std::borrow::Borrow<str> for HandleKey {
 #[derive(Debug, Clone)]
 enum ComparableKey {
     Shape(Arc<Shape>),
-    Owned(Arc<Vec<u8>>),
+    Removal(Arc<Removal>),
 }
 
-const _: () = assert!(std::mem::size_of::<ComparableKey>() == 16);
+const _: () = assert!(std::mem::size_of::<ComparableKey>() == 2 * std::mem::size_of::<usize>());
 
 impl ComparableKey {
     fn as_bytes(&self) -> &[u8] {
         match self {
             Self::Shape(shape) => &shape.comparable,
-            Self::Owned(comparable) => comparable,
+            Self::Removal(removal) => &removal.comparable,
         }
     }
 }
@@ -600,19 +603,16 @@ impl ShapeOverlay {
             }
             ShapeOp::Remove(removal) => {
                 self.handles.insert(
-                    HandleKey::owned(&removal.handle),
+                    HandleKey::Removal(Arc::clone(removal)),
                     op_key,
                     HandleVersion::Removed,
                 );
-                self.comparables.insert(
-                    ComparableKey::Owned(Arc::new(removal.comparable.clone())),
-                    op_key,
-                    None,
-                );
+                self.comparables
+                    .insert(ComparableKey::Removal(Arc::clone(removal)), op_key, None);
             }
             ShapeOp::Mark { handle, state } => {
                 self.handles.insert(
-                    HandleKey::owned(handle),
+                    HandleKey::Owned(Arc::clone(handle)),
                     op_key,
                     HandleVersion::Marked(*state),
                 );
@@ -652,14 +652,14 @@ impl ShapeOverlay {
                     }
                     ShapeOp::Remove(removal) => {
                         versions.push((
-                            HandleKey::owned(&removal.handle),
+                            HandleKey::Removal(Arc::clone(removal)),
                             op_key,
                             HandleVersion::Removed,
                         ));
                     }
                     ShapeOp::Mark { handle, state } => {
                         versions.push((
-                            HandleKey::owned(handle),
+                            HandleKey::Owned(Arc::clone(handle)),
                             op_key,
                             HandleVersion::Marked(*state),
                         ));
@@ -696,11 +696,7 @@ impl ShapeOverlay {
                         ));
                     }
                     ShapeOp::Remove(removal) => {
-                        versions.push((
-                            ComparableKey::Owned(Arc::new(removal.comparable.clone())),
-                            op_key,
-                            None,
-                        ));
+                        versions.push((ComparableKey::Removal(Arc::clone(removal)), op_key, None));
                     }
                     ShapeOp::Mark { .. } | ShapeOp::Reset => {}
                 }
@@ -790,7 +786,7 @@ impl ShapeOverlay {
                     .remove(removal.comparable.as_slice(), op_key);
             }
             ShapeOp::Mark { handle, .. } => {
-                self.handles.remove(&**handle, op_key);
+                self.handles.remove(handle.as_str(), op_key);
             }
             ShapeOp::Reset => {
                 self.resets.remove(&op_key);

@@ -79,7 +79,7 @@ pub(crate) fn apply(tx: &Transaction<'_>, batch: &[BatchOp<ShapeOp>]) -> rusqlit
             }
             ShapeOp::Add(shape) => shape.handle.as_str(),
             ShapeOp::Remove(removal) => removal.handle.as_str(),
-            ShapeOp::Mark { handle, .. } => handle,
+            ShapeOp::Mark { handle, .. } => handle.as_str(),
         };
         let position = *positions.entry(handle).or_insert_with(|| {
             nets.push((handle, Net::default()));
@@ -380,7 +380,7 @@ mod tests {
 
     fn mark(handle: &str, state: SnapshotState) -> ShapeOp {
         ShapeOp::Mark {
-            handle: handle.into(),
+            handle: Arc::new(handle.to_owned()),
             state,
         }
     }
