@@ -347,12 +347,8 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self) -> Result<String, DecodeError> {
-        self.str().map(str::to_owned)
-    }
-
-    fn str(&mut self) -> Result<&'a str, DecodeError> {
         let bytes = self.bytes()?;
-        std::str::from_utf8(bytes).map_err(|_| self.error("string is not UTF-8"))
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.error("string is not UTF-8"))
     }
 
     fn name(&mut self) -> Result<Arc<str>, DecodeError> {
