@@ -948,6 +948,103 @@ mod tests {
         assert!(matches!(result, Err(Error::Inconsistent { .. })));
     }
 
+    /// Three segments of four ops each (keys 1..=12, sequences 1..=3); `drop` leaves one out.
+    fn three_segments_without(drop: usize) -> Memory {
+        let mut segments = vec![
+            segment(1, 1, 1, 1..=4, &[]),
+            segment(5, 2, 5, 5..=8, &[]),
+            segment(9, 3, 9, 9..=12, &[]),
+        ];
+        segments.remove(drop);
+        Memory(segments)
+    }
+
+    #[test]
+    fn a_lost_middle_segment_is_refused_not_cut() {
+        let source = three_segments_without(1);
+        for mode in [Mode::TolerateTornTail, Mode::Strict] {
+            let (result, _) = run(&source, mode);
+            match result {
+                Err(Error::Inconsistent { segment, problem }) => {
+                    assert_eq!(segment, segment_file_name(9), "{mode:?}");
+                    assert!(problem.contains("missing"), "{mode:?}: {problem}");
+                }
+                other => panic!("{mode:?}: a lost segment must refuse the open: {other:?}"),
+            }
+        }
+        // Point-in-time keeps the prefix before the loss and names what it discards.
+        let (result, keys) = run(&source, Mode::PointInTime);
+        let report = result.expect("point-in-time never fails");
+        assert_eq!(keys, [1, 2, 3, 4]);
+        assert_eq!(report.next_op_key, 5);
+        assert_eq!(report.discarded_segments, [segment_file_name(9)]);
+        // Salvage keeps every valid record and reports the gap.
+        let (result, keys) = run(&source, Mode::Salvage);
+        let report = result.expect("salvage never fails");
+        assert_eq!(keys, [1, 2, 3, 4, 9, 10, 11, 12]);
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|problem| problem.segment == segment_file_name(9))
+        );
+    }
+
+    #[test]
+    fn an_op_key_gap_between_consecutive_segments_is_refused() {
+        // Sequences 1, 2, 3 are consecutive, but the third segment starts at key 13: keys
+        // 9..=12 are provably missing.
+        let source = Memory(vec![
+            segment(1, 1, 1, 1..=4, &[]),
+            segment(5, 2, 5, 5..=8, &[]),
+            segment(13, 3, 13, 13..=16, &[]),
+        ]);
+        for mode in [Mode::TolerateTornTail, Mode::Strict] {
+            let (result, _) = run(&source, mode);
+            assert!(
+                matches!(
+                    result,
+                    Err(Error::MissingOps {
+                        expected: 9,
+                        found: 13,
+                        ..
+                    })
+                ),
+                "{mode:?}: {result:?}"
+            );
+        }
+        let (result, keys) = run(&source, Mode::PointInTime);
+        assert_eq!(keys, [1, 2, 3, 4, 5, 6, 7, 8]);
+        let report = result.expect("point-in-time never fails");
+        assert_eq!(report.discarded_segments, [segment_file_name(13)]);
+    }
+
+    #[test]
+    fn a_lost_segment_wholly_at_or_below_the_watermark_is_harmless() {
+        let source = three_segments_without(1);
+        for watermark in [8, 9, 12] {
+            let mut keys = Vec::new();
+            let mut sink = |record: &Record<'_>| {
+                keys.push(record.op_key);
+                Ok(())
+            };
+            let options = Options {
+                watermark,
+                ..Options::default()
+            };
+            let report = replay(&source, options, &mut sink).expect("the gap is applied");
+            assert_eq!(keys, (watermark + 1..=12).collect::<Vec<_>>());
+            assert_eq!(report.next_op_key, 13);
+        }
+        // One op short of covering the gap: op key 8 is unapplied and lost.
+        let mut ignore = |_: &Record<'_>| Ok(());
+        let options = Options {
+            watermark: 7,
+            ..Options::default()
+        };
+        assert!(replay(&source, options, &mut ignore).is_err());
+    }
+
     #[test]
     fn point_in_time_keeps_the_segment_it_cuts() {
         // Ops 1 and 2, then a sync mark at offset 112 claiming offset 112 durable and op key 5:

@@ -196,6 +196,77 @@ fn truncate_before_deletes_whole_segments_below_the_key() {
     assert_eq!(segment_names(dir.path()).len(), 1);
 }
 
+/// Every file of the directory, by name, with its bytes.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    names(dir)
+        .into_iter()
+        .map(|name| {
+            let bytes = std::fs::read(dir.join(&name)).expect("read");
+            (name, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn a_lost_middle_segment_refuses_the_open_and_touches_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, _, _) = open(dir.path(), 0).expect("open");
+    let log = Arc::new(log);
+    let appended = append(&log, 400, 0);
+    log.close().expect("close");
+    drop(log);
+    let segments = segment_names(dir.path());
+    assert!(segments.len() >= 6, "{segments:?}");
+
+    // Lose a segment in the middle: every op in it is unapplied (watermark 0).
+    let lost = &segments[segments.len() / 2];
+    let after_lost = &segments[segments.len() / 2 + 1];
+    std::fs::remove_file(dir.path().join(lost)).expect("lose a segment");
+    let before = snapshot(dir.path());
+    let error = open(dir.path(), 0).expect_err("ops are provably missing");
+    match &error {
+        walbuf::Error::Recovery(inner) => match &**inner {
+            walbuf_recovery::Error::Inconsistent { segment, .. } => {
+                assert_eq!(segment, after_lost, "the error names where the loss shows");
+            }
+            other => panic!("a lost segment, not {other:?}"),
+        },
+        other => panic!("a recovery error, not {other:?}"),
+    }
+    assert!(error.to_string().contains(after_lost.as_str()), "{error}");
+    // The refused open deleted, cut and rewrote nothing: the operator can still restore the
+    // lost file, or choose point-in-time recovery.
+    assert_eq!(
+        snapshot(dir.path()),
+        before,
+        "a refused open changes no file"
+    );
+
+    // Point-in-time keeps exactly the ops before the loss and says what it discarded.
+    let lost_first = parse_segment_file_name(lost).expect("segment name");
+    let storage = FsStorage::open(dir.path()).expect("storage");
+    let options = Options {
+        mode: walbuf_recovery::Mode::PointInTime,
+        ..Options::default()
+    };
+    let (log, report, recovered) =
+        open_collect(storage, config(), options).expect("point-in-time opens");
+    let kept: Vec<Recovered> = appended
+        .into_iter()
+        .filter(|record| record.op_key < lost_first)
+        .collect();
+    assert_eq!(recovered, kept);
+    assert!(
+        report
+            .discarded_segments
+            .iter()
+            .any(|name| name == after_lost),
+        "{:?}",
+        report.discarded_segments
+    );
+    assert_eq!(log.append(1, b"next").expect("append"), lost_first);
+}
+
 /// Retirement on the simulated disk, with a power cut at every persistence point (every
 /// remove and the directory sync after them) in each of the in-order directory models.
 #[test]
