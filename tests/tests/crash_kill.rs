@@ -12,6 +12,11 @@
 //!   fail the store), SQLite and the registry agree, the count is right;
 //! - at the end, the log passes a `Strict` scan above the watermark.
 //!
+//! Half the time the checks run on a copy of the store, and the store is left as the kill
+//! left it: the next victim's open then recovers its ops, and one such open in two is itself
+//! killed, at a random moment of the time the last open took. The summary line counts those
+//! kills (a long run fails if none landed).
+//!
 //! `make test` runs a short loop (10 trials of 5 kills); `make crash TRIALS=N` runs N trials.
 //! A failure prints the trial's seed: rerun with `WALBUF_SEED=<seed>`.
 
@@ -90,7 +95,7 @@ impl Ledger {
     fn read(&mut self, round: u32, line: &str) -> Result<(), String> {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
-            ["O", ..] => Ok(()),
+            ["R"] | ["O", ..] => Ok(()),
             ["S", thread, seq, verb, handle] => {
                 let verb = match *verb {
                     "add" => Verb::Add,
@@ -172,8 +177,31 @@ fn config() -> StoreConfig {
     walbuf_tests::check::kill_victim_config()
 }
 
-/// Runs one victim and kills it: returns its output lines.
-fn run_victim(dir: &std::path::Path, round: u32, seed: u64, rng: &mut StdRng) -> Vec<String> {
+/// What one victim did before its kill.
+struct Killed {
+    lines: Vec<String>,
+    /// From its start to the line saying its open returned, if it got that far.
+    opened_after: Option<Duration>,
+}
+
+impl Killed {
+    /// Killed inside its open: it said it was opening, and never that it had opened.
+    fn during_open(&self) -> bool {
+        self.opened_after.is_none() && self.lines.iter().any(|line| line == "R")
+    }
+}
+
+/// Runs one victim and kills it. `aim` is how long a victim took to open last time: a kill
+/// meant for the recovery lands at a random moment within it. `recovering` says the store
+/// holds ops the victim's open must replay; such an open is aimed at more often.
+fn run_victim(
+    dir: &std::path::Path,
+    round: u32,
+    seed: u64,
+    rng: &mut StdRng,
+    aim: Duration,
+    recovering: bool,
+) -> Killed {
     let slow_flush = rng.random_bool(0.5);
     let mut command = Command::new(env!("CARGO_BIN_EXE_shape_victim"));
     command
@@ -188,30 +216,30 @@ fn run_victim(dir: &std::path::Path, round: u32, seed: u64, rng: &mut StdRng) ->
     }
     let mut child = command.spawn().expect("spawn the victim");
     let stdout = child.stdout.take().expect("victim stdout");
+    let started = Instant::now();
     let lines = Arc::new(Mutex::new(Vec::new()));
-    let opened = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opened_after = Arc::new(Mutex::new(None));
     let reader = {
         let lines = Arc::clone(&lines);
-        let opened = Arc::clone(&opened);
+        let opened_after = Arc::clone(&opened_after);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if line.starts_with('O') {
-                    opened.store(true, std::sync::atomic::Ordering::SeqCst);
+                    *opened_after.lock() = Some(started.elapsed());
                 }
                 lines.lock().push(line);
             }
         })
     };
-    // One kill in five lands during recovery (soon after start); the rest mid-workload.
-    let during_recovery = rng.random_bool(0.2);
-    let started = Instant::now();
+    // One kill in five lands during the victim's open (one in two when it has ops to
+    // replay), at a random moment of the time the last open took; the rest mid-workload.
+    let during_recovery = rng.random_bool(if recovering { 0.5 } else { 0.2 });
     if during_recovery {
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..40)));
+        let window = u64::try_from(aim.as_micros()).unwrap_or(u64::MAX).max(1);
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..window)));
     } else {
-        while !opened.load(std::sync::atomic::Ordering::SeqCst)
-            && started.elapsed() < Duration::from_secs(30)
-        {
+        while opened_after.lock().is_none() && started.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(1));
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(5..250)));
@@ -225,25 +253,86 @@ fn run_victim(dir: &std::path::Path, round: u32, seed: u64, rng: &mut StdRng) ->
         "the victim exited by itself ({status}): {:?}",
         lines.last()
     );
-    lines
+    let opened_after = *opened_after.lock();
+    Killed {
+        lines,
+        opened_after,
+    }
 }
 
-fn trial(seed: u64) -> Result<(u64, u64), String> {
+/// Copies a killed victim's store (no process holds it) file by file.
+fn copy_store(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_store(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a trial did: acknowledged ops, and the kills that landed while a victim's open was
+/// still recovering ops a previous kill left (with those ops, in all).
+struct TrialOutcome {
+    acknowledged: u64,
+    recovery_kills: u64,
+    recovery_kill_ops: u64,
+}
+
+fn trial(seed: u64) -> Result<TrialOutcome, String> {
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut ledger = Ledger::default();
+    // How long the last victim took to open (first guess: 10 ms).
+    let mut aim = Duration::from_millis(10);
+    // Ops the store left by the last kill holds above its watermark: the next victim's open
+    // must replay them.
+    let mut pending = 0;
+    let mut recovery_kills = 0;
+    let mut recovery_kill_ops = 0;
     for round in 0..KILLS_PER_TRIAL {
-        let lines = run_victim(
+        let killed = run_victim(
             dir.path(),
             round,
             seed.wrapping_add(u64::from(round)),
             &mut rng,
+            aim,
+            pending > 0,
         );
-        for line in &lines {
+        if let Some(opened_after) = killed.opened_after {
+            aim = opened_after;
+        }
+        if killed.during_open() && pending > 0 {
+            recovery_kills += 1;
+            recovery_kill_ops += pending;
+        }
+        for line in &killed.lines {
             ledger.read(round, line)?;
         }
-        let (registry, report) = ShapeRegistry::open(dir.path(), config())
+        // Half the time (never after the last kill), the store is left as the kill left it,
+        // so that the next victim's open has ops to recover (and may itself be killed), and
+        // the checks below run on a copy. Recovery is deterministic: the copy recovers
+        // exactly what the store will.
+        let copy = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let leave_crashed = round + 1 < KILLS_PER_TRIAL && rng.random_bool(0.5);
+        let checked = if leave_crashed {
+            copy_store(dir.path(), copy.path())
+                .map_err(|error| format!("round {round}: copy the store: {error}"))?;
+            copy.path()
+        } else {
+            dir.path()
+        };
+        let (registry, report) = ShapeRegistry::open(checked, config())
             .map_err(|error| format!("round {round}: reopen failed: {error}"))?;
+        pending = if leave_crashed {
+            report.ops_replayed
+        } else {
+            0
+        };
         ledger.settle(&registry).map_err(|error| {
             format!("round {round} (replayed {}): {error}", report.ops_replayed)
         })?;
@@ -294,7 +383,11 @@ fn trial(seed: u64) -> Result<(u64, u64), String> {
         &mut ignore,
     )
     .map_err(|error| format!("strict scan after the trial: {error}"))?;
-    Ok((ledger.acknowledged, ledger.live()))
+    Ok(TrialOutcome {
+        acknowledged: ledger.acknowledged,
+        recovery_kills,
+        recovery_kill_ops,
+    })
 }
 
 #[test]
@@ -305,6 +398,8 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         .unwrap_or(10);
     let base = walbuf_tests::check::seed();
     let mut acknowledged = 0;
+    let mut recovery_kills = 0;
+    let mut recovery_kill_ops = 0;
     for trial_index in 0..trials {
         let seed = base.wrapping_add(trial_index);
         let outcome =
@@ -312,13 +407,25 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
                 trial(seed)
             });
         match outcome {
-            Ok((acked, _live)) => acknowledged += acked,
+            Ok(outcome) => {
+                acknowledged += outcome.acknowledged;
+                recovery_kills += outcome.recovery_kills;
+                recovery_kill_ops += outcome.recovery_kill_ops;
+            }
             Err(error) => panic!("trial failed (rerun with WALBUF_SEED={seed}): {error}"),
         }
     }
     eprintln!(
-        "{trials} trials, {} kills, {acknowledged} acknowledged ops, all recovered",
+        "{trials} trials, {} kills ({recovery_kills} during an open recovering ops a kill \
+         left, {recovery_kill_ops} ops in all), {acknowledged} acknowledged ops, all recovered",
         trials * u64::from(KILLS_PER_TRIAL)
     );
     assert!(acknowledged > 0, "the victims never acknowledged anything");
+    // A long run must have crashed recoveries with work to do, or it did not test them.
+    if trials >= 50 {
+        assert!(
+            recovery_kills > 0,
+            "no kill landed during an open with ops to recover"
+        );
+    }
 }

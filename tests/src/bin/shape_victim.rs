@@ -9,6 +9,7 @@
 //! Usage: `shape_victim DIR ROUND THREADS SEED [slow-flush]`
 //!
 //! Output lines:
+//! - `R` just before it opens the registry (recovery starts);
 //! - `O <open micros> <ops replayed>` once the registry is open;
 //! - `S <thread> <seq> add|remove|complete <handle>` before an op is submitted;
 //! - `A <thread> <seq> <op key>` once it is acknowledged (durable);
@@ -72,6 +73,7 @@ fn main() {
     let seed: u64 = args[4].parse().unwrap_or_else(|_| fail(&out, "bad SEED"));
     let slow_flush = args.get(5).is_some_and(|arg| arg == "slow-flush");
 
+    say(&out, "R");
     let started = Instant::now();
     let (registry, report) = ShapeRegistry::open(dir, config(slow_flush, seed))
         .unwrap_or_else(|error| fail(&out, &format!("open failed: {error}")));
