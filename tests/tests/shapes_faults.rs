@@ -1,9 +1,11 @@
 //! The store under faults: SQLite made slow or stalled (backpressure), a batch failing with a
 //! transient SQLite error (retried, applied once), a batch failing deterministically (the
 //! store fails, reads keep working, a reopen applies everything), a database of a newer
-//! schema version (refused, never wiped), and a second open of a directory (locked).
+//! schema version (refused, never wiped), a second open of a directory (locked), and a batch
+//! that SQLite aborts after some of its writes (rolled back whole).
 //!
-//! Faults come from the store's `apply_hook`, switched on and off through atomics.
+//! Faults come from the store's `apply_hook`, switched on and off through atomics, and in
+//! one test from a SQLite trigger that aborts a chosen insert.
 
 #![allow(clippy::print_stderr)] // The seed and a summary, to replay and to judge a run.
 
@@ -424,6 +426,100 @@ fn deterministic_failure(code: i32) {
     harness.step(&Op::Flush).expect("flush after reopen");
     check_sqlite(harness.registry(), harness.model()).expect("SQLite after reopen");
     harness.finish().expect("finish");
+}
+
+/// Every row of every walbuf table, in a fixed order, read on a connection of its own.
+fn database_rows(database: &std::path::Path) -> Vec<Vec<rusqlite::types::Value>> {
+    let connection = rusqlite::Connection::open(database).expect("open the database");
+    let mut rows = Vec::new();
+    for query in [
+        "SELECT * FROM shapes ORDER BY handle",
+        "SELECT * FROM relations ORDER BY oid, handle",
+        "SELECT * FROM walbuf_meta",
+    ] {
+        let mut statement = connection.prepare(query).expect("prepare");
+        let columns = statement.column_count();
+        let mut found = statement.query([]).expect("query");
+        while let Some(row) = found.next().expect("row") {
+            rows.push(
+                (0..columns)
+                    .map(|column| row.get(column).expect("value"))
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+#[test]
+fn a_batch_failing_after_its_first_rows_is_rolled_back_whole() {
+    within(Duration::from_secs(60), "mid-batch failure", || {
+        let mut config = Harness::config(SyncPolicy::Sync, 1_000);
+        // One attempt: what the database holds afterwards is that attempt's doing.
+        config.deterministic_failure_attempts = 1;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = dir.path().join(walbuf::store::DATABASE_FILE);
+        let mut harness = Harness::new(dir.path(), config.clone()).expect("open");
+        for op in batch_ops(0).into_iter().chain([Op::Flush]) {
+            harness.step(&op).expect("first batch");
+        }
+        let committed = database_rows(&database);
+        // A fault SQLite itself raises partway through the next batch: the insert of the
+        // batch's last shape fails, after its other writes (marks, removes, a re-add, ten new
+        // shapes and their relations) ran inside the same transaction.
+        let poison = "zz-poison";
+        rusqlite::Connection::open(&database)
+            .expect("open the database")
+            .execute_batch(&format!(
+                "CREATE TRIGGER poison BEFORE INSERT ON shapes WHEN NEW.handle = '{poison}'
+                 BEGIN SELECT RAISE(ABORT, 'injected fault'); END;"
+            ))
+            .expect("install the fault");
+        let next: Vec<Op> = batch_ops(1)
+            .into_iter()
+            .skip(12)
+            .chain((0..10).map(|index| {
+                Op::Add(shape(
+                    &format!("n{index:02}"),
+                    format!("n{index:02}").as_bytes(),
+                    index,
+                    &[7, index as u32],
+                    1,
+                ))
+            }))
+            .chain([Op::Add(shape(poison, b"poison", 99, &[7], 1))])
+            .collect();
+        for op in &next {
+            harness.step(op).expect("buffered op");
+        }
+        let registry = harness.registry();
+        match registry.flush() {
+            Err(RegistryError::Store(Error::StoreFailed { cause })) => {
+                assert!(
+                    cause.to_string().contains("injected fault"),
+                    "the failure names its cause: {cause}"
+                );
+            }
+            other => panic!("flush of a batch SQLite aborts: {other:?}"),
+        }
+        assert_eq!(registry.stats().flush_failures, 1);
+        // Not one write of the failed batch reached the database, nor its op key.
+        assert_eq!(
+            database_rows(&database),
+            committed,
+            "a failed batch leaves the database as the last commit left it"
+        );
+        check_reads(registry, harness.model()).expect("reads see every acknowledged op");
+        // Without the fault, a reopen applies the whole batch, once.
+        rusqlite::Connection::open(&database)
+            .expect("open the database")
+            .execute_batch("DROP TRIGGER poison")
+            .expect("remove the fault");
+        harness.reopen_with(config).expect("reopen");
+        harness.step(&Op::Flush).expect("flush after reopen");
+        check_sqlite(harness.registry(), harness.model()).expect("SQLite after reopen");
+        harness.finish().expect("finish");
+    });
 }
 
 fn database_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
