@@ -299,12 +299,10 @@ impl<S: Storage> Log<S> {
         let names = storage
             .list()
             .map_err(|source| Error::io("list log directory", storage.describe(""), source))?;
-        let mut removed_any = false;
         for name in names.iter().filter(|name| is_prepared_file_name(name)) {
             storage.remove(name).map_err(|source| {
                 Error::io("remove prepared segment", storage.describe(name), source)
             })?;
-            removed_any = true;
         }
         let report = walbuf_recovery::replay(&StorageSource(&storage), recovery, sink)?;
         for name in &report.discarded_segments {
@@ -312,7 +310,6 @@ impl<S: Storage> Log<S> {
             storage.remove(name).map_err(|source| {
                 Error::io("remove discarded segment", storage.describe(name), source)
             })?;
-            removed_any = true;
         }
         if let Some(cut) = &report.cut {
             tracing::warn!(segment = %cut.segment, offset = cut.offset, len_bytes = cut.len_bytes, "cutting log tail");
@@ -327,11 +324,12 @@ impl<S: Storage> Log<S> {
                     Error::io("erase torn tail", storage.describe(&cut.segment), source)
                 })?;
         }
-        if removed_any {
-            storage
-                .sync_directory()
-                .map_err(|source| Error::io("sync directory", storage.describe(""), source))?;
-        }
+        // Always, not only after a remove: a process crash between a rotation's rename and its
+        // directory sync leaves the last segment's name in the page cache only, and appends
+        // this log acknowledges into that segment would be lost with it at a power cut.
+        storage
+            .sync_directory()
+            .map_err(|source| Error::io("sync directory", storage.describe(""), source))?;
 
         let live: VecDeque<LiveSegment> = report
             .segments
