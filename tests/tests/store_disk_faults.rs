@@ -13,6 +13,17 @@ fn config() -> StoreConfig {
     walbuf_tests::check::sim_store_config()
 }
 
+/// [`config`] with a flusher that never runs while a test fills the disk: no batch threshold
+/// or interval is reached, so SQLite applies nothing and no segment is retired (which would
+/// free room on the simulated disk) until the test flushes.
+fn config_without_flushes() -> StoreConfig {
+    StoreConfig {
+        batch_ops_max: 1_000_000,
+        flush_interval_ms: 3_600_000,
+        ..config()
+    }
+}
+
 fn shape(index: u64) -> NewShape {
     NewShape {
         handle: format!("h{index:04}"),
@@ -67,15 +78,20 @@ fn a_full_disk_is_a_typed_error_and_loses_nothing_acknowledged() {
         let disk = storage.disk();
         // Room for the first segment and two more: rotation number three finds the disk full.
         disk.set_capacity_bytes(Some(3 * 16 * 1024 + 1024));
-        let (store, _) = Store::open_with(storage, &database, ShapeSchema, config()).expect("open");
+        // Nothing flushes during the fill, so no segment is retired (which would free room):
+        // 10 000 shapes of 300 bytes need far more than the disk holds, whatever the timing.
+        let (store, _) =
+            Store::open_with(storage, &database, ShapeSchema, config_without_flushes())
+                .expect("open");
         let registry = ShapeRegistry::new(store);
-        // Keep SQLite from retiring segments (which would free room): nothing flushes.
         let (acknowledged, error) = add_until_failure(&registry, 0, 10_000);
         let error = error.expect("the disk never filled up");
         let disk_full = matches!(&error, RegistryError::Store(Error::DiskFull { .. }))
             || matches!(&error, RegistryError::Store(Error::Poisoned { cause }) if matches!(**cause, Error::DiskFull { .. }));
         assert!(disk_full, "expected a disk-full error, got {error}");
         assert!(acknowledged > 0);
+        let stats = registry.stats();
+        assert_eq!(stats.applied_op_key, 0, "the flusher ran: {stats:?}");
         // Every acknowledged op is readable now, and after a power cut and reopen.
         assert_all_present(&registry, acknowledged);
         drop(registry);

@@ -210,3 +210,133 @@ impl Storage for FsStorage {
         self.path(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The segment files' space is really allocated, whichever path made it: never a sparse
+    //! file, whose mapped write on a full disk would kill the process with SIGBUS instead of
+    //! failing with `ENOSPC` up front. (The full-disk behaviour itself, on a real mount, is in
+    //! `tests/tests/storage_fs.rs`.)
+    #![allow(clippy::print_stderr)]
+
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    const CAPACITY_BYTES: u64 = 1 << 20;
+
+    /// Bytes of storage the filesystem has given `path` (`st_blocks` counts 512-byte units).
+    fn allocated_bytes(path: &Path) -> u64 {
+        std::fs::metadata(path).expect("metadata").blocks() * 512
+    }
+
+    /// Whether the filesystem of `directory` has `fallocate` and accounts its blocks in
+    /// `st_blocks`; if not, says why the test is skipped.
+    fn filesystem_allocates(directory: &Path) -> bool {
+        let probe_path = directory.join("fallocate-probe");
+        let probe = File::create(&probe_path).expect("create probe");
+        let supported = match rustix::fs::fallocate(
+            &probe,
+            FallocateFlags::empty(),
+            0,
+            CAPACITY_BYTES,
+        ) {
+            Ok(()) => {
+                if allocated_bytes(&probe_path) >= CAPACITY_BYTES {
+                    true
+                } else {
+                    eprintln!(
+                        "skipped: the filesystem of {} does not count fallocated blocks in st_blocks",
+                        directory.display()
+                    );
+                    false
+                }
+            }
+            Err(errno) => {
+                eprintln!(
+                    "skipped: fallocate is not supported on {} ({errno})",
+                    directory.display()
+                );
+                false
+            }
+        };
+        drop(probe);
+        std::fs::remove_file(&probe_path).expect("remove probe");
+        supported
+    }
+
+    fn assert_allocated(storage: &FsStorage, name: &str, context: &str) {
+        let path = storage.describe(name);
+        let length = std::fs::metadata(&path).expect("metadata").len();
+        assert_eq!(length, CAPACITY_BYTES, "{context}: length");
+        let allocated = allocated_bytes(&path);
+        assert!(
+            allocated >= length,
+            "{context}: {name} is sparse: {allocated} bytes allocated of {length}"
+        );
+    }
+
+    #[test]
+    fn created_segments_have_every_block_allocated() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        if !filesystem_allocates(directory.path()) {
+            return;
+        }
+        let storage = FsStorage::open(directory.path()).expect("open");
+        for (name, pattern) in [
+            ("frequent.tmp", SyncPattern::Frequent),
+            ("rare.tmp", SyncPattern::Rare),
+        ] {
+            let segment = storage
+                .create_for(name, CAPACITY_BYTES, pattern)
+                .expect("create");
+            assert_allocated(&storage, name, &format!("created for {pattern:?}"));
+            drop(segment);
+        }
+    }
+
+    /// `open` maps without touching the pages (`Preparation::AdviseOnly`), so only the
+    /// allocation can have given the extension its blocks.
+    #[test]
+    fn a_short_segment_opened_is_extended_with_allocated_blocks() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        if !filesystem_allocates(directory.path()) {
+            return;
+        }
+        let storage = FsStorage::open(directory.path()).expect("open");
+        std::fs::write(storage.describe("1.wal"), [7_u8; 4096]).expect("write prefix");
+        let segment = storage
+            .open("1.wal", CAPACITY_BYTES, 4096)
+            .expect("open segment");
+        assert_allocated(&storage, "1.wal", "short segment opened");
+        drop(segment);
+        let bytes = storage.read("1.wal").expect("read");
+        assert!(bytes[..4096].iter().all(|&byte| byte == 7), "prefix kept");
+        assert!(
+            bytes[4096..].iter().all(|&byte| byte == 0),
+            "extension is zeros"
+        );
+    }
+
+    /// `erase_tail` drops the tail's blocks and allocates them again: no mapping touches them.
+    #[test]
+    fn an_erased_tail_is_allocated_again() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        if !filesystem_allocates(directory.path()) {
+            return;
+        }
+        let storage = FsStorage::open(directory.path()).expect("open");
+        let mut file = File::create(storage.describe("1.wal")).expect("create");
+        file.write_all(&vec![9_u8; CAPACITY_BYTES as usize])
+            .expect("fill");
+        file.sync_all().expect("sync");
+        drop(file);
+        storage
+            .erase_tail("1.wal", 8192, CAPACITY_BYTES)
+            .expect("erase tail");
+        assert_allocated(&storage, "1.wal", "erased tail");
+        let bytes = storage.read("1.wal").expect("read");
+        assert!(bytes[..8192].iter().all(|&byte| byte == 9), "prefix kept");
+        assert!(bytes[8192..].iter().all(|&byte| byte == 0), "tail erased");
+    }
+}
