@@ -800,14 +800,19 @@ mod tests {
     }
 
     fn run(source: &Memory, mode: Mode) -> (Result<Report>, Vec<u64>) {
+        let options = Options {
+            mode,
+            ..Options::default()
+        };
+        run_with(source, options)
+    }
+
+    /// Replays `source` with `options`: the result, and the op keys the sink heard.
+    fn run_with(source: &Memory, options: Options) -> (Result<Report>, Vec<u64>) {
         let mut keys = Vec::new();
         let mut sink = |record: &Record<'_>| {
             keys.push(record.op_key);
             Ok(())
-        };
-        let options = Options {
-            mode,
-            ..Options::default()
         };
         let result = replay(source, options, &mut sink);
         (result, keys)
@@ -1022,27 +1027,18 @@ mod tests {
     #[test]
     fn a_lost_segment_wholly_at_or_below_the_watermark_is_harmless() {
         let source = three_segments_without(1);
+        let at = |watermark| Options {
+            watermark,
+            ..Options::default()
+        };
         for watermark in [8, 9, 12] {
-            let mut keys = Vec::new();
-            let mut sink = |record: &Record<'_>| {
-                keys.push(record.op_key);
-                Ok(())
-            };
-            let options = Options {
-                watermark,
-                ..Options::default()
-            };
-            let report = replay(&source, options, &mut sink).expect("the gap is applied");
+            let (result, keys) = run_with(&source, at(watermark));
+            let report = result.expect("the gap is applied");
             assert_eq!(keys, (watermark + 1..=12).collect::<Vec<_>>());
             assert_eq!(report.next_op_key, 13);
         }
         // One op short of covering the gap: op key 8 is unapplied and lost.
-        let mut ignore = |_: &Record<'_>| Ok(());
-        let options = Options {
-            watermark: 7,
-            ..Options::default()
-        };
-        assert!(replay(&source, options, &mut ignore).is_err());
+        assert!(run_with(&source, at(7)).0.is_err());
     }
 
     #[test]
