@@ -78,11 +78,11 @@ pub struct StoreConfig {
     pub buffer_ops_max: u64,
     /// Hard bound on buffered bytes, overhead estimate included (default 256 MiB).
     ///
-    /// Each op counts as its record's payload plus
-    /// [`OP_OVERHEAD_BYTES`](crate::buffer::OP_OVERHEAD_BYTES). What an op really holds in
-    /// memory depends on the schema: a shape add with a 300-byte definition counts ~600 bytes
-    /// but holds ~1 KB with its index entries (measured with a heap profiler, on the write
-    /// path and in replay), so a full buffer of such ops takes about twice this bound.
+    /// Each op counts as its record's payload plus [`OP_OVERHEAD_BYTES`]. What an op really
+    /// holds in memory depends on the schema: a shape add with a 300-byte definition counts
+    /// ~600 bytes but holds ~1 KB with its index entries (measured with a heap profiler, on
+    /// the write path and in replay), so a full buffer of such ops takes about twice this
+    /// bound.
     pub buffer_bytes_max: u64,
     /// Past this percentage of either bound, writers are slowed (default 75).
     pub buffer_soft_percent: u8,
