@@ -500,8 +500,10 @@ fn hex_prefix(bytes: &[u8], limit: usize) -> String {
 /// `Strict` succeeds only on a log without anomalies; `PointInTime` and `Salvage` never fail;
 /// when `Strict` or `TolerateTornTail` succeed they replay what `PointInTime` replays; the report
 /// agrees with what was replayed (counts, next op key, cut in a kept segment, no replayed record
-/// from a discarded one). For a plan, also: an undamaged log replays every record written, and
-/// `PointInTime` replays at least every record that lies wholly before the first damaged byte.
+/// from a discarded one). For a plan, also: an undamaged log replays every record written,
+/// `PointInTime` replays at least every record that lies wholly before the first damaged byte,
+/// and a segment removed from the middle while it held unapplied ops makes `TolerateTornTail`
+/// and `Strict` refuse.
 ///
 /// # Panics
 /// When a property is violated.
@@ -1325,6 +1327,8 @@ struct Built {
     honest: bool,
     /// Whether a segment was removed or renamed.
     directory_changed: bool,
+    /// Whether a segment was renamed (then names no longer say which file is which).
+    renamed: bool,
 }
 
 fn build(plan: &Plan) -> Built {
@@ -1422,6 +1426,7 @@ fn build(plan: &Plan) -> Built {
     }
     let mut files = written_files.clone();
     let mut directory_changed = false;
+    let mut renamed = false;
     for mutation in &plan.mutations {
         if files.is_empty() {
             break;
@@ -1479,6 +1484,7 @@ fn build(plan: &Plan) -> Built {
                     files.remove(index);
                 }
                 directory_changed = true;
+                renamed = true;
             }
         }
     }
@@ -1488,6 +1494,7 @@ fn build(plan: &Plan) -> Built {
         ops,
         honest,
         directory_changed,
+        renamed,
     }
 }
 
@@ -1505,6 +1512,48 @@ fn first_difference(before: &[u8], after: &[u8]) -> Option<usize> {
 
 /// Builds the directory a plan describes and checks every scan and every replay of it, plus
 /// what is known from having written it.
+/// A segment removed from the middle of an honest log, holding ops above the watermark, leaves
+/// ops provably missing (a later segment survives): the modes that refuse anomalies must
+/// refuse, whatever else the mutations did.
+fn check_lost_segments(
+    plan: &Plan,
+    built: &Built,
+    outcomes: &[Outcome],
+    context: &dyn Fn() -> String,
+) {
+    let present: Vec<&str> = built
+        .directory
+        .files
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let is_present = |name: &str| present.contains(&name);
+    let lost = built
+        .written_files
+        .iter()
+        .enumerate()
+        .find(|(index, (name, _))| {
+            !is_present(name)
+                && built
+                    .ops
+                    .iter()
+                    .any(|op| op.segment == *index && op.op_key > plan.watermark)
+                && built.written_files[index + 1..]
+                    .iter()
+                    .any(|(later, _)| is_present(later))
+        });
+    let Some((_, (lost, _))) = lost else { return };
+    for (&mode, outcome) in MODES.iter().zip(outcomes) {
+        if matches!(mode, Mode::TolerateTornTail | Mode::Strict) && outcome.result.is_ok() {
+            panic!(
+                "{} mode opened a log missing segment {lost}, which held unapplied ops\n{}",
+                mode.name(),
+                context()
+            );
+        }
+    }
+}
+
 fn check_plan(plan: &Plan) {
     let built = build(plan);
     let context = || format!("{plan:?}");
@@ -1517,6 +1566,9 @@ fn check_plan(plan: &Plan) {
         plan.max_record_bytes,
         &context,
     );
+    if built.honest && !built.renamed && plan.first_op_key <= plan.watermark + 1 {
+        check_lost_segments(plan, &built, &outcomes, &context);
+    }
     if !built.honest || built.directory_changed || plan.first_op_key > plan.watermark + 1 {
         return;
     }
