@@ -317,15 +317,16 @@ fn trial(seed: u64) -> Result<TrialOutcome, String> {
         // so that the next victim's open has ops to recover (and may itself be killed), and
         // the checks below run on a copy. Recovery is deterministic: the copy recovers
         // exactly what the store will.
-        let copy = tempfile::tempdir().map_err(|e| e.to_string())?;
         let leave_crashed = round + 1 < KILLS_PER_TRIAL && rng.random_bool(0.5);
-        let checked = if leave_crashed {
+        let copy = if leave_crashed {
+            let copy = tempfile::tempdir().map_err(|e| e.to_string())?;
             copy_store(dir.path(), copy.path())
                 .map_err(|error| format!("round {round}: copy the store: {error}"))?;
-            copy.path()
+            Some(copy)
         } else {
-            dir.path()
+            None
         };
+        let checked = copy.as_ref().map_or(dir.path(), tempfile::TempDir::path);
         let (registry, report) = ShapeRegistry::open(checked, config())
             .map_err(|error| format!("round {round}: reopen failed: {error}"))?;
         pending = if leave_crashed {

@@ -265,6 +265,23 @@ mod tests {
         supported
     }
 
+    /// A storage in a fresh directory, if its filesystem allocates (else the test is skipped).
+    fn allocating_storage() -> Option<(tempfile::TempDir, FsStorage)> {
+        let directory = tempfile::tempdir().expect("tempdir");
+        if !filesystem_allocates(directory.path()) {
+            return None;
+        }
+        let storage = FsStorage::open(directory.path()).expect("open");
+        Some((directory, storage))
+    }
+
+    /// `name` holds `byte` up to `kept` and zeros after it.
+    fn assert_kept_then_zeros(storage: &FsStorage, name: &str, kept: usize, byte: u8) {
+        let bytes = storage.read(name).expect("read");
+        assert!(bytes[..kept].iter().all(|&b| b == byte), "prefix kept");
+        assert!(bytes[kept..].iter().all(|&b| b == 0), "the rest is zeros");
+    }
+
     fn assert_allocated(storage: &FsStorage, name: &str, context: &str) {
         let path = storage.describe(name);
         let length = std::fs::metadata(&path).expect("metadata").len();
@@ -278,11 +295,9 @@ mod tests {
 
     #[test]
     fn created_segments_have_every_block_allocated() {
-        let directory = tempfile::tempdir().expect("tempdir");
-        if !filesystem_allocates(directory.path()) {
+        let Some((_directory, storage)) = allocating_storage() else {
             return;
-        }
-        let storage = FsStorage::open(directory.path()).expect("open");
+        };
         for (name, pattern) in [
             ("frequent.tmp", SyncPattern::Frequent),
             ("rare.tmp", SyncPattern::Rare),
@@ -299,33 +314,24 @@ mod tests {
     /// allocation can have given the extension its blocks.
     #[test]
     fn a_short_segment_opened_is_extended_with_allocated_blocks() {
-        let directory = tempfile::tempdir().expect("tempdir");
-        if !filesystem_allocates(directory.path()) {
+        let Some((_directory, storage)) = allocating_storage() else {
             return;
-        }
-        let storage = FsStorage::open(directory.path()).expect("open");
+        };
         std::fs::write(storage.describe("1.wal"), [7_u8; 4096]).expect("write prefix");
         let segment = storage
             .open("1.wal", CAPACITY_BYTES, 4096)
             .expect("open segment");
         assert_allocated(&storage, "1.wal", "short segment opened");
         drop(segment);
-        let bytes = storage.read("1.wal").expect("read");
-        assert!(bytes[..4096].iter().all(|&byte| byte == 7), "prefix kept");
-        assert!(
-            bytes[4096..].iter().all(|&byte| byte == 0),
-            "extension is zeros"
-        );
+        assert_kept_then_zeros(&storage, "1.wal", 4096, 7);
     }
 
     /// `erase_tail` drops the tail's blocks and allocates them again: no mapping touches them.
     #[test]
     fn an_erased_tail_is_allocated_again() {
-        let directory = tempfile::tempdir().expect("tempdir");
-        if !filesystem_allocates(directory.path()) {
+        let Some((_directory, storage)) = allocating_storage() else {
             return;
-        }
-        let storage = FsStorage::open(directory.path()).expect("open");
+        };
         let mut file = File::create(storage.describe("1.wal")).expect("create");
         file.write_all(&vec![9_u8; CAPACITY_BYTES as usize])
             .expect("fill");
@@ -335,8 +341,6 @@ mod tests {
             .erase_tail("1.wal", 8192, CAPACITY_BYTES)
             .expect("erase tail");
         assert_allocated(&storage, "1.wal", "erased tail");
-        let bytes = storage.read("1.wal").expect("read");
-        assert!(bytes[..8192].iter().all(|&byte| byte == 9), "prefix kept");
-        assert!(bytes[8192..].iter().all(|&byte| byte == 0), "tail erased");
+        assert_kept_then_zeros(&storage, "1.wal", 8192, 9);
     }
 }
